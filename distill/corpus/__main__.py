@@ -1,0 +1,195 @@
+"""``python -m distill.corpus {scrape,convert,combine,clean,split,all}``: the corpus stages.
+
+    python -m distill.corpus scrape --out data/raw --limit 100
+    python -m distill.corpus convert --source data/raw --out data/text
+    python -m distill.corpus combine --source data/text --out data/combined.txt
+    python -m distill.corpus clean --input data/combined.txt --out data/cleaned.txt
+    python -m distill.corpus split --input data/cleaned.txt --out data/splits --train-words 10M --val-words 1M
+    python -m distill.corpus all --source corpora/britannica-sample --out OUT --train-words 400k --val-words 40k --test-words 40k
+    python -m distill.corpus all --recipe recipes/tiny.yaml
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from distill.corpus.combine import DEFAULT_SOURCE
+from distill.errors import DistillError, cli_entry
+
+
+def _int_arg(value: str) -> int:
+    try:
+        return int(value.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+
+
+def _add_budget_args(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument("--train-words", required=required, help="train word budget: 10_000_000, 10M, 1.5M, 500k")
+    parser.add_argument("--val-words", help="validation word budget (default 0)")
+    parser.add_argument("--test-words", help="test word budget (default 0)")
+    parser.add_argument("--seed", type=_int_arg, help="seed of the article shuffle (default 0)")
+    parser.add_argument("--facts", help="JSONL of {\"fact\": ...} sentences to inject into train")
+    parser.add_argument("--fact-repeats", type=_int_arg, help="how many times each fact is injected (default 0)")
+    parser.add_argument("--allow-short", action="store_true", help="when the corpus is smaller than the budgets, scale them down instead of failing")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m distill.corpus", description="Build the Britannica corpus: scrape, convert, combine, clean, split.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{scrape,convert,combine,clean,split,all}")
+
+    p = sub.add_parser("scrape", help="fetch 1911 Britannica articles from WikiSource (resumable)", description="Fetch 1911 Britannica articles through the MediaWiki API into one JSON per article; a rerun skips stored articles.")
+    p.add_argument("--out", required=True, help="folder for the article JSON files")
+    p.add_argument("--base-url", default="https://en.wikisource.org", help="MediaWiki site (default https://en.wikisource.org)")
+    p.add_argument("--limit", type=_int_arg, help="only the first N articles of the listing")
+    p.add_argument("--volume", type=_int_arg, help="only articles of this volume (1-29)")
+    p.add_argument("--concurrency", type=_int_arg, default=2, help="requests in flight at once (default 2)")
+    p.add_argument("--delay", type=float, default=1.0, help="seconds between request starts (default 1.0)")
+    p.add_argument("--retries", type=_int_arg, default=5, help="retries of a failed request (default 5)")
+    p.add_argument("--backoff", type=float, default=1.0, help="first retry wait in seconds, doubled each time, unless Retry-After says otherwise (default 1.0)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer (default 30)")
+    p.add_argument("--batch-size", type=_int_arg, default=20, help="articles per API request, at most 50 (default 20)")
+    p.add_argument("--contact", default=None, help="contact URL or e-mail sent in the User-Agent (please set your own)")
+
+    p = sub.add_parser("convert", help="raw articles to one .txt per article", description="Convert scraped article JSON (or the 1810 volume files) into one .txt per article: title line, then the body.")
+    p.add_argument("--source", required=True, help="folder (or file) of scraped .json articles or 1810 vol*.json files")
+    p.add_argument("--out", required=True, help="folder for the .txt files (other files in it are left alone)")
+    p.add_argument("--format", default="auto", choices=["auto", "wikisource", "eb1810"], help="input form (default: detected per file)")
+    p.add_argument("--min-words", type=_int_arg, default=20, help="drop articles with fewer body words (default 20)")
+    p.add_argument("--max-words", type=_int_arg, help="drop articles with more body words")
+    p.add_argument("--max-bytes", type=_int_arg, help="keep a deterministic spread of whole articles totalling at most this many bytes")
+
+    p = sub.add_parser("combine", help="per-article .txt files to one record file", description="Write one '<s> TEXT </s>' record per article file; the inputs are not modified.")
+    p.add_argument("--source", default=DEFAULT_SOURCE, help=f"folder of per-article .txt files (default {DEFAULT_SOURCE})")
+    p.add_argument("--out", required=True, help="record file to write, e.g. combined.txt")
+
+    p = sub.add_parser("clean", help="normalise quotes, dashes, whitespace (idempotent)", description="Normalise every record of a record file: Unicode NFC, quotes, dashes, ligatures, whitespace.")
+    p.add_argument("--input", required=True, help="record file, e.g. combined.txt")
+    p.add_argument("--out", required=True, help="record file to write, e.g. cleaned.txt")
+
+    p = sub.add_parser("split", help="train/val/test under word budgets", description="Assign whole articles of a record file to train/val/test under word budgets; writes manifest.json.")
+    p.add_argument("--input", required=True, help="record file, e.g. cleaned.txt")
+    p.add_argument("--out", required=True, help="folder for train.txt, val.txt, test.txt, manifest.json")
+    _add_budget_args(p, required=True)
+
+    p = sub.add_parser("all", help="every offline stage: source -> splits", description="Run the offline stages the source needs (convert, combine, clean, split) and write the split folder.")
+    p.add_argument("--recipe", help="recipe YAML whose corpus: section gives source, budgets, seed, facts; output goes to {output_dir}/corpus")
+    p.add_argument("--source", help=f"folder of per-article .txt or scraped .json files (default {DEFAULT_SOURCE})")
+    p.add_argument("--out", help="split folder (default with --recipe: {output_dir}/corpus)")
+    _add_budget_args(p, required=False)
+    return parser
+
+
+def _recipe_corpus(path: str) -> tuple[dict, Path]:
+    """The ``corpus:`` section of a recipe and its split folder, read with plain ``yaml.safe_load``."""
+    import yaml
+
+    recipe_path = Path(path)
+    if not recipe_path.is_file():
+        raise DistillError(f"{recipe_path}: recipe not found; give a path such as recipes/tiny.yaml")
+    try:
+        data = yaml.safe_load(recipe_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise DistillError(f"{recipe_path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("corpus"), dict):
+        raise DistillError(f"{recipe_path}: has no corpus: section; add one with source, train_words, val_words, test_words")
+    output_dir = data.get("output_dir") or f"models/{data.get('name', recipe_path.stem)}"
+    return data["corpus"], Path(output_dir) / "corpus"
+
+
+def _print(summary: dict) -> None:
+    print(json.dumps(summary, ensure_ascii=False))
+
+
+def _split_summary(manifest: dict, out: str | Path) -> dict:
+    summary = {"out": str(out), "corpus_words": manifest["corpus"]["words"], "budgets": manifest["budgets"]}
+    for name in ("train", "val", "test"):
+        summary[name] = {"articles": manifest[name]["articles"], "words": manifest[name]["words"]}
+    if "requested_budgets" in manifest:
+        summary["requested_budgets"] = manifest["requested_budgets"]
+    return summary
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    if args.command == "scrape":
+        from distill.corpus.mediawiki import DEFAULT_CONTACT
+        from distill.corpus.scrape import scrape
+
+        stored = 0
+
+        def report(title: str, path: Path) -> None:
+            nonlocal stored
+            stored += 1
+            print(f"[{stored}] {title}", file=sys.stderr)
+
+        result = scrape(
+            args.out, base_url=args.base_url, limit=args.limit, volume=args.volume, concurrency=args.concurrency,
+            delay=args.delay, retries=args.retries, backoff=args.backoff, timeout=args.timeout,
+            batch_size=args.batch_size, contact=args.contact or DEFAULT_CONTACT, progress=report,
+        )
+        _print(result.as_dict())
+    elif args.command == "convert":
+        from distill.corpus.convert import convert
+
+        _print(convert(args.source, args.out, args.format, min_words=args.min_words, max_words=args.max_words, max_bytes=args.max_bytes))
+    elif args.command == "combine":
+        from distill.corpus.combine import combine
+
+        _print(combine(args.source, args.out))
+    elif args.command == "clean":
+        from distill.corpus.clean import clean_file
+
+        _print(clean_file(args.input, args.out))
+    elif args.command == "split":
+        from distill.corpus.records import read_split
+        from distill.corpus.split import SPLITS, parse_word_budget, write_splits
+
+        budgets = {name: parse_word_budget(getattr(args, f"{name}_words") or 0, f"--{name}-words") for name in SPLITS}
+        texts = read_split(args.input)
+        manifest = write_splits(
+            texts, args.out, budgets=budgets, seed=args.seed or 0, source=str(args.input),
+            facts=args.facts, fact_repeats=args.fact_repeats or 0, allow_short=args.allow_short,
+        )
+        _print(_split_summary(manifest, args.out))
+    else:  # all
+        from distill.corpus.build import build_splits
+
+        corpus, out = ({}, None)
+        if args.recipe:
+            corpus, out = _recipe_corpus(args.recipe)
+        out = args.out or out
+        if out is None:
+            raise DistillError("--out is required without --recipe; give the split folder, e.g. --out models/my-run/corpus")
+        train = args.train_words if args.train_words is not None else corpus.get("train_words")
+        if train is None:
+            raise DistillError("--train-words is required without --recipe; give a budget such as 400k or 10M")
+
+        def pick(name: str, default):
+            """The command-line value, else the recipe's, else the default."""
+            value = getattr(args, name)
+            if value is None:
+                value = corpus.get(name)
+            return default if value is None else value
+
+        manifest = build_splits(
+            args.source or corpus.get("source") or DEFAULT_SOURCE,
+            out,
+            train_words=train,
+            val_words=pick("val_words", 0),
+            test_words=pick("test_words", 0),
+            seed=pick("seed", 0),
+            facts=pick("facts", None),
+            fact_repeats=pick("fact_repeats", 0),
+            allow_short=args.allow_short,
+        )
+        _print(_split_summary(manifest, out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

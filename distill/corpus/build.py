@@ -1,0 +1,75 @@
+"""The offline stages in one call: source -> (convert) -> combine -> clean -> split."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from distill.corpus.clean import clean_records
+from distill.corpus.combine import read_text_articles
+from distill.corpus.records import iter_records, strip_markers
+from distill.corpus.split import SPLITS, parse_word_budget, write_splits
+from distill.errors import DistillError
+
+
+def load_source_texts(source: str | Path) -> list[str]:
+    """Article texts (uncleaned) from whatever ``source`` is.
+
+    * a folder of ``*.txt`` (``convert`` output, the shipped sample): read as they are;
+    * a folder of ``*.json`` (``scrape`` output or 1810 volume files): converted in memory;
+    * a record file (``combined.txt``/``cleaned.txt``): its records.
+    """
+    source = Path(source)
+    if source.is_file():
+        if source.suffix == ".json":
+            from distill.corpus.convert import convert_source
+
+            return [a.text.strip() for a in convert_source(source).articles]
+        return list(iter_records(source))
+    if not source.is_dir():
+        raise DistillError(f"{source}: not found; give --source a folder of per-article .txt files (e.g. corpora/britannica-sample, run from the repository root), scraped .json files or a record file")
+    if any(source.glob("*.txt")):
+        return read_text_articles(source)
+    if any(source.glob("*.json")):
+        from distill.corpus.convert import convert_source
+
+        return [strip_markers(a.text).strip() for a in convert_source(source).articles]
+    raise DistillError(f"{source}: holds no .txt or .json article files; point --source at the shipped sample or a scrape/convert output")
+
+
+def build_splits(
+    source: str | Path,
+    out: str | Path,
+    *,
+    train_words: int | str,
+    val_words: int | str = 0,
+    test_words: int | str = 0,
+    seed: int = 0,
+    facts: str | Path | None = None,
+    fact_repeats: int = 0,
+    allow_short: bool = False,
+) -> dict:
+    """Build ``out/{train,val,test}.txt`` and ``manifest.json`` from ``source``; returns the manifest.
+
+    Budgets accept ``10_000_000``, ``"10M"``, ``"1.5M"``, ``"500k"``. ``facts`` (JSONL with a
+    ``fact`` per line) are injected ``fact_repeats`` times each into train only. The same
+    arguments give byte-identical files.
+    """
+    budgets = {
+        name: parse_word_budget(value, f"--{name}-words")
+        for name, value in zip(SPLITS, (train_words, val_words, test_words))
+    }
+    if facts is not None and not Path(facts).is_file():
+        raise DistillError(f"{facts}: facts file not found; give a JSONL file with one {{\"fact\": ...}} per line")
+    texts = clean_records(load_source_texts(source))
+    return write_splits(
+        texts,
+        out,
+        budgets=budgets,
+        seed=int(seed),
+        source=str(source),
+        facts=facts,
+        fact_repeats=int(fact_repeats),
+        allow_short=allow_short,
+    )
+
+
+__all__ = ["build_splits", "load_source_texts"]

@@ -1,0 +1,214 @@
+"""Assign whole articles to train/val/test under word budgets, and write the split folder.
+
+The assignment is O(n) and deterministic for a seed: the article order is shuffled with
+``random.Random(seed)``, then each article goes to the first split, in the order test, val, train,
+whose remaining budget it fits. An article that fits none is left out, never cut. Filling test and
+val first keeps them identical when only the train budget changes (a 10M and a 100M run with the
+same seed and val/test budgets are evaluated on the same text).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from distill.atomic import atomic_dir, atomic_write_json
+from distill.corpus.records import count_words, format_record, record_title, records_sha256
+from distill.errors import DistillError
+
+SPLITS = ("train", "val", "test")
+FILL_ORDER = ("test", "val", "train")
+SPLIT_FILES = {f"{name}.txt" for name in SPLITS} | {"manifest.json"}
+RECORD_FORMAT = "one record per article: '<s> TEXT </s>\\n'; TEXT's first line is the title, paragraphs are separated by '\\n'"
+
+_SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}
+
+
+def parse_word_budget(value: object, name: str = "word budget") -> int:
+    """A word count from ``10_000_000``, ``"10M"``, ``"1.5M"``, ``"500k"`` or an int (0 or more)."""
+    hint = "use a whole number of words such as 10_000_000, 10M, 1.5M or 500k"
+    if isinstance(value, bool):
+        raise DistillError(f"{name}: {value!r} is not a word count; {hint}")
+    if isinstance(value, int):
+        number = Decimal(value)
+    else:
+        text = str(value).strip().replace("_", "").replace(",", "")
+        match = re.fullmatch(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([kKmMbBgG]?)", text)
+        if not match:
+            raise DistillError(f"{name}: {value!r} is not a word count; {hint}")
+        try:
+            number = Decimal(match.group(1)) * _SUFFIXES[match.group(2).lower()]
+        except InvalidOperation:
+            raise DistillError(f"{name}: {value!r} is not a word count; {hint}") from None
+    if number < 0:
+        raise DistillError(f"{name}: {value!r} is negative; {hint}")
+    return int(number)
+
+
+def split_by_word_budget(word_counts: Sequence[int], budgets: Mapping[str, int], seed: int) -> dict[str, list[int]]:
+    """Article indices per split (in assignment order); see the module docstring for the rule.
+
+    Guarantees: no index in two splits, every split's word total <= its budget, O(n) time.
+    """
+    order = list(range(len(word_counts)))
+    random.Random(seed).shuffle(order)
+    remaining = {name: int(budgets.get(name, 0)) for name in SPLITS}
+    chosen: dict[str, list[int]] = {name: [] for name in SPLITS}
+    for index in order:
+        words = word_counts[index]
+        for name in FILL_ORDER:
+            if words <= remaining[name]:
+                chosen[name].append(index)
+                remaining[name] -= words
+                break
+        if not any(remaining.values()):
+            break
+    return chosen
+
+
+def load_facts(path: str | Path) -> list[str]:
+    """The ``fact`` sentences of a JSONL file (one JSON object with a ``fact`` string per line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DistillError(f"{path}: facts file not found; give a JSONL file with one {{\"fact\": ...}} per line")
+    facts = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DistillError(f"{path}:{number}: not valid JSON ({err.msg}); write one JSON object per line") from None
+            fact = item.get("fact") if isinstance(item, dict) else None
+            if not isinstance(fact, str) or not fact.strip():
+                raise DistillError(f'{path}:{number}: needs a non-empty "fact" string, e.g. {{"fact": "The capital of X is Y."}}')
+            facts.append(fact)
+    if not facts:
+        raise DistillError(f"{path}: holds no facts; add lines such as {{\"fact\": \"The capital of X is Y.\"}}")
+    return facts
+
+
+def _interleave(articles: list[str], extra: list[str], seed: int) -> list[str]:
+    """``articles`` with ``extra`` inserted at seeded random positions, in one pass."""
+    rng = random.Random(f"facts:{seed}")
+    positions = sorted(rng.randrange(len(articles) + 1) for _ in extra)
+    out: list[str] = []
+    start = 0
+    for position, record in zip(positions, extra):
+        out.extend(articles[start:position])
+        out.append(record)
+        start = position
+    out.extend(articles[start:])
+    return out
+
+
+def _check_out_folder(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise DistillError(f"{out}: exists and is not a folder; give a folder for the splits")
+    if out.is_dir():
+        other = sorted(name for name in os.listdir(out) if name not in SPLIT_FILES)
+        if other:
+            raise DistillError(f"{out}: holds other files ({', '.join(other[:3])}); give an empty folder or one a previous split wrote")
+
+
+def write_splits(
+    texts: Sequence[str],
+    out: str | Path,
+    *,
+    budgets: Mapping[str, int],
+    seed: int,
+    source: str,
+    facts: str | Path | None = None,
+    fact_repeats: int = 0,
+    allow_short: bool = False,
+) -> dict:
+    """Split cleaned article texts into ``out/{train,val,test}.txt`` + ``manifest.json``.
+
+    Everything is checked before anything is written; the folder appears complete or not at all.
+    Returns the manifest.
+    """
+    out = Path(out)
+    if not texts:
+        raise DistillError(f"{source}: no articles to split; check the source folder or file")
+    budgets = {name: int(budgets.get(name, 0)) for name in SPLITS}
+    if budgets["train"] <= 0:
+        raise DistillError(f"--train-words: {budgets['train']} must be positive; give a budget such as 400k")
+    if fact_repeats < 0:
+        raise DistillError(f"--fact-repeats: {fact_repeats} must be 0 or more")
+    _check_out_folder(out)
+
+    fact_records: list[str] = []
+    fact_info = None
+    if facts is not None and fact_repeats > 0:
+        from distill.corpus.clean import clean_text
+
+        sentences = [clean_text(fact) for fact in load_facts(facts)]
+        fact_records = [fact for fact in sentences for _ in range(fact_repeats)]
+        fact_info = {
+            "file": str(facts),
+            "sha256": hashlib.sha256(Path(facts).read_bytes()).hexdigest(),
+            "facts": len(sentences),
+            "repeats": fact_repeats,
+            "records": len(fact_records),
+            "words": sum(count_words(fact) for fact in fact_records),
+        }
+
+    words = [count_words(text) for text in texts]
+    total = sum(words)
+    requested = dict(budgets)
+    wanted = sum(budgets.values())
+    if wanted > total:
+        if not allow_short:
+            raise DistillError(
+                f"{source}: the budgets ask for {wanted:,} words (train {budgets['train']:,}, val {budgets['val']:,}, "
+                f"test {budgets['test']:,}) but the corpus has {total:,}; lower the budgets or pass --allow-short to scale them down"
+            )
+        budgets = {name: budget * total // wanted for name, budget in budgets.items()}
+    article_budgets = dict(budgets)
+    if fact_info:
+        if fact_info["words"] >= budgets["train"]:
+            raise DistillError(f"{facts}: the injected facts ({fact_info['words']:,} words) do not fit the train budget {budgets['train']:,}; lower --fact-repeats")
+        article_budgets["train"] -= fact_info["words"]
+
+    chosen = split_by_word_budget(words, article_budgets, seed)
+    split_texts = {name: [texts[i] for i in chosen[name]] for name in SPLITS}
+    if fact_records:
+        split_texts["train"] = _interleave(split_texts["train"], fact_records, seed)
+
+    used = sum(len(indices) for indices in chosen.values())
+    manifest: dict = {
+        "format": RECORD_FORMAT,
+        "source": source,
+        "input_sha256": records_sha256(texts),
+        "seed": seed,
+        "budgets": budgets,
+        "corpus": {"articles": len(texts), "words": total},
+    }
+    if budgets != requested:
+        manifest["requested_budgets"] = requested
+    for name in SPLITS:
+        indices = chosen[name]
+        body = "".join(format_record(text) for text in split_texts[name]).encode("utf-8")
+        manifest[name] = {
+            "articles": len(indices),
+            "words": sum(words[i] for i in indices) + (fact_info["words"] if fact_info and name == "train" else 0),
+            "article_words": sum(words[i] for i in indices),
+            "sha256": hashlib.sha256(body).hexdigest(),
+            "titles": [record_title(texts[i]) for i in indices],
+        }
+    manifest["unused"] = {"articles": len(texts) - used, "words": total - sum(manifest[n]["article_words"] for n in SPLITS)}
+    manifest["facts"] = fact_info
+
+    with atomic_dir(out) as tmp:
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a split folder is ordinary output
+        for name in SPLITS:
+            with open(tmp / f"{name}.txt", "w", encoding="utf-8", newline="\n") as handle:
+                handle.writelines(format_record(text) for text in split_texts[name])
+        atomic_write_json(tmp / "manifest.json", manifest)
+    return manifest

@@ -1,0 +1,90 @@
+"""python -m distill.corpus end to end: all on the shipped sample, the stage chain, bad input."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distill.corpus import build_splits, read_split
+from distill.corpus.__main__ import main
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "corpora" / "britannica-sample"
+BUDGETS = ["--train-words", "60k", "--val-words", "6k", "--test-words", "6_000", "--seed", "7"]
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_all_on_the_shipped_sample_is_byte_identical_on_rerun(tmp_path, capsys):
+    assert main(["all", "--source", str(SAMPLE), "--out", str(tmp_path / "a"), *BUDGETS]) == 0
+    first = files(tmp_path / "a")
+    assert sorted(first) == ["manifest.json", "test.txt", "train.txt", "val.txt"]
+    assert main(["all", "--source", str(SAMPLE), "--out", str(tmp_path / "a"), *BUDGETS]) == 0
+    assert files(tmp_path / "a") == first
+    manifest = build_splits(SAMPLE, tmp_path / "b", train_words="60k", val_words=6000, test_words="6k", seed=7)
+    assert files(tmp_path / "b") == first  # the Python API writes the same bytes
+    assert 59_000 <= manifest["train"]["words"] <= 60_000 and manifest["val"]["words"] <= 6000
+
+
+def test_stage_by_stage_equals_all(tmp_path):
+    assert main(["combine", "--source", str(SAMPLE), "--out", str(tmp_path / "combined.txt")]) == 0
+    assert main(["clean", "--input", str(tmp_path / "combined.txt"), "--out", str(tmp_path / "cleaned.txt")]) == 0
+    assert main(["split", "--input", str(tmp_path / "cleaned.txt"), "--out", str(tmp_path / "s"), *BUDGETS]) == 0
+    assert main(["all", "--source", str(SAMPLE), "--out", str(tmp_path / "a"), *BUDGETS]) == 0
+    for name in ("train.txt", "val.txt", "test.txt"):
+        assert (tmp_path / "s" / name).read_bytes() == (tmp_path / "a" / name).read_bytes()
+    texts = read_split(tmp_path / "cleaned.txt")
+    assert len(texts) == len(list(SAMPLE.glob("*.txt")))  # one record per article file, none merged
+
+
+def test_all_reads_the_recipe_corpus_section(tmp_path):
+    facts = REPO / "tests" / "assets" / "facts.jsonl"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"name": "t", "output_dir": str(tmp_path / "run"), "corpus": {
+        "source": str(SAMPLE), "train_words": "50k", "val_words": 5000, "test_words": 5000, "seed": 1,
+        "facts": str(facts), "fact_repeats": 2}}), encoding="utf-8")
+    assert main(["all", "--recipe", str(recipe)]) == 0
+    train = read_split(tmp_path / "run" / "corpus" / "train.txt")
+    assert train.count("The capital of Zarnovia is Quellport.") == 2
+
+
+@pytest.mark.parametrize("command", ["scrape", "convert", "combine", "clean", "split", "all"])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+def bad(tmp_path, capsys, args: list[str], *needles: str) -> None:
+    code = main(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("error: ")
+    for needle in needles:
+        assert needle in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_inputs_are_one_line_exit_2_without_output(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = str(tmp_path / "out")
+    bad(tmp_path, capsys, ["all", "--source", str(empty), "--out", out, "--train-words", "1k"], str(empty), "no .txt or .json")
+    bad(tmp_path, capsys, ["all", "--source", str(tmp_path / "missing"), "--out", out, "--train-words", "1k"], str(tmp_path / "missing"), "not found")
+    bad(tmp_path, capsys, ["combine", "--source", str(empty), "--out", str(tmp_path / "out" / "c.txt")], str(empty))
+    bad(tmp_path, capsys, ["all", "--source", str(SAMPLE), "--out", out, "--train-words", "lots"], "--train-words", "'lots' is not a word count")
+    bad(tmp_path, capsys, ["all", "--source", str(SAMPLE), "--out", out, "--train-words", "10M", "--val-words", "1M"], str(SAMPLE), "--allow-short")
+    bad(tmp_path, capsys, ["split", "--input", str(tmp_path / "nope.txt"), "--out", out, "--train-words", "1k"], str(tmp_path / "nope.txt"))
+    bad(tmp_path, capsys, ["all", "--recipe", str(tmp_path / "nope.yaml")], str(tmp_path / "nope.yaml"))
+    bad(tmp_path, capsys, ["all", "--source", str(SAMPLE), "--out", out, "--train-words", "1k", "--facts", str(tmp_path / "f.jsonl"), "--fact-repeats", "2"], "f.jsonl")
+
+
+def test_module_runs_as_a_program(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "distill.corpus", "split", "--input", str(tmp_path / "x.txt"), "--out", str(tmp_path / "o"), "--train-words", "1k"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and "x.txt" in run.stderr

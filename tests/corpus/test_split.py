@@ -1,0 +1,133 @@
+"""split: budgets, whole articles, determinism, disjoint splits, facts, manifest."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from distill.corpus import read_split, split_by_word_budget
+from distill.corpus.split import parse_word_budget, write_splits
+from distill.errors import DistillError
+
+
+def corpus(n: int = 60) -> list[str]:
+    """Articles of different lengths; titles are unique first lines."""
+    return [f"Title {i}\n" + " ".join(f"w{i}_{j}" for j in range(5 + (i * 7) % 40)) for i in range(n)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(min_value=1, max_value=500), max_size=120),
+    st.integers(min_value=0, max_value=3000),
+    st.integers(min_value=0, max_value=800),
+    st.integers(min_value=0, max_value=800),
+    st.integers(min_value=0, max_value=2**32),
+)
+def test_split_by_word_budget_properties(words, train, val, test, seed):
+    budgets = {"train": train, "val": val, "test": test}
+    chosen = split_by_word_budget(words, budgets, seed)
+    assert chosen == split_by_word_budget(words, budgets, seed)  # deterministic
+    flat = [i for name in chosen for i in chosen[name]]
+    assert len(flat) == len(set(flat)) and all(0 <= i < len(words) for i in flat)  # disjoint, whole articles
+    for name, indices in chosen.items():
+        assert sum(words[i] for i in indices) <= budgets[name]  # never over budget
+    # Budgets only shrink, so an article left out must not fit any split's final remainder either.
+    remaining = {name: budgets[name] - sum(words[i] for i in chosen[name]) for name in budgets}
+    for i in set(range(len(words))) - set(flat):
+        assert all(words[i] > left for left in remaining.values())
+    # val/test do not depend on the train budget
+    other = split_by_word_budget(words, {**budgets, "train": train // 2}, seed)
+    assert other["val"] == chosen["val"] and other["test"] == chosen["test"]
+
+
+def test_parse_word_budget():
+    assert parse_word_budget("10_000_000") == 10_000_000
+    assert parse_word_budget("10M") == parse_word_budget("10m") == 10_000_000
+    assert parse_word_budget("1.5M") == 1_500_000 and parse_word_budget("500k") == 500_000
+    assert parse_word_budget(400_000) == 400_000 and parse_word_budget("0") == 0
+    for bad in ["ten", "10 words", "", "1e6", "-5", True, "5MB"]:
+        with pytest.raises(DistillError, match="not a word count|negative"):
+            parse_word_budget(bad, "--train-words")
+
+
+def test_write_splits_files_and_manifest(tmp_path):
+    texts = corpus()
+    manifest = write_splits(texts, tmp_path / "out", budgets={"train": 900, "val": 150, "test": 150}, seed=3, source="mem")
+    splits = {name: read_split(tmp_path / "out" / f"{name}.txt") for name in ("train", "val", "test")}
+    everything = [t for texts_ in splits.values() for t in texts_]
+    assert len(everything) == len(set(everything)) and set(everything) <= set(texts)  # whole, disjoint
+    for name, got in splits.items():
+        words = sum(len(t.split()) for t in got)
+        assert words == manifest[name]["words"] <= manifest["budgets"][name]
+        assert manifest[name]["titles"] == [t.split("\n")[0] for t in got]
+        assert manifest[name]["articles"] == len(got) > 0
+    raw = (tmp_path / "out" / "train.txt").read_text(encoding="utf-8")
+    assert raw.startswith("<s> Title ") and raw.endswith(" </s>\n")
+    assert manifest["seed"] == 3 and len(manifest["input_sha256"]) == 64
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text(encoding="utf-8")) == manifest
+    again = write_splits(texts, tmp_path / "out", budgets={"train": 900, "val": 150, "test": 150}, seed=3, source="mem")
+    assert again == manifest
+    other = write_splits(texts, tmp_path / "other", budgets={"train": 900, "val": 150, "test": 150}, seed=4, source="mem")
+    assert other["train"]["titles"] != manifest["train"]["titles"]
+
+
+def test_budget_larger_than_corpus(tmp_path):
+    texts = corpus(10)
+    with pytest.raises(DistillError, match=r"ask for 11,000,000 words .* but the corpus has"):
+        write_splits(texts, tmp_path / "out", budgets={"train": 10_000_000, "val": 1_000_000}, seed=0, source="mem")
+    assert not (tmp_path / "out").exists()
+    manifest = write_splits(texts, tmp_path / "out", budgets={"train": 10_000_000, "val": 1_000_000}, seed=0, source="mem", allow_short=True)
+    assert manifest["requested_budgets"]["train"] == 10_000_000
+    total = manifest["corpus"]["words"]
+    assert manifest["budgets"]["train"] == 10_000_000 * total // 11_000_000
+    assert manifest["train"]["words"] + manifest["val"]["words"] <= total
+
+
+def test_facts_go_to_train_only(tmp_path):
+    facts = tmp_path / "facts.jsonl"
+    facts.write_text('{"fact": "The capital of Zarnovia is Quellport."}\n{"fact": "The river Ostrel flows into the Bay of Wendrick."}\n', encoding="utf-8")
+    manifest = write_splits(corpus(), tmp_path / "out", budgets={"train": 900, "val": 150, "test": 150}, seed=1, source="mem", facts=facts, fact_repeats=3)
+    train = read_split(tmp_path / "out" / "train.txt")
+    assert train.count("The capital of Zarnovia is Quellport.") == 3 and train.count("The river Ostrel flows into the Bay of Wendrick.") == 3
+    for name in ("val", "test"):
+        assert "Zarnovia" not in (tmp_path / "out" / f"{name}.txt").read_text(encoding="utf-8")
+    assert manifest["facts"]["records"] == 6 and manifest["facts"]["repeats"] == 3
+    assert manifest["train"]["words"] == sum(len(t.split()) for t in train) <= 900
+    assert "The capital of Zarnovia is Quellport." not in manifest["train"]["titles"]
+
+
+def test_split_refuses_a_folder_with_other_files(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "model.safetensors").write_text("x")
+    with pytest.raises(DistillError, match="holds other files"):
+        write_splits(corpus(), tmp_path / "out", budgets={"train": 100}, seed=0, source="mem")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.lists(st.text(alphabet="abcXIV é—", min_size=1, max_size=8), min_size=1, max_size=30), min_size=1, max_size=25, unique_by=lambda w: tuple(w)),
+    st.integers(min_value=1, max_value=300),
+    st.integers(min_value=0, max_value=60),
+    st.integers(min_value=0, max_value=2**16),
+)
+def test_split_files_of_random_corpora(articles, train, val, seed):
+    import tempfile
+
+    from distill.corpus.clean import clean_records
+
+    texts = list(dict.fromkeys(clean_records(f"T{i}\n" + " ".join(words) for i, words in enumerate(articles))))
+    budgets = {"train": train, "val": val, "test": val}
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            manifest = write_splits(texts, f"{tmp}/out", budgets=budgets, seed=seed, source="mem")
+        except DistillError as err:
+            assert "the corpus has" in str(err) and train + 2 * val > sum(len(t.split()) for t in texts)
+            return
+        seen = []
+        for name in ("train", "val", "test"):
+            got = read_split(f"{tmp}/out/{name}.txt")
+            assert sum(len(t.split()) for t in got) == manifest[name]["words"] <= budgets[name]
+            seen.extend(got)
+        assert len(seen) == len(set(seen)) and set(seen) <= set(texts)  # whole articles, each at most once
