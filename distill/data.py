@@ -1,0 +1,156 @@
+"""Tokenized fixed-length blocks through ``datasets``, cached on disk.
+
+Every record of a split becomes ``[<s>] + ids(TEXT) + [</s>]``; the records are concatenated and cut
+into blocks of ``seq_len`` tokens (the last partial block is dropped). Labels are the inputs: the
+models shift them. The blocks are saved with ``save_to_disk`` under
+``{output_dir}/tokens/<split>-<key>``, where the key hashes the tokenizer, the split file and
+``seq_len``, so a second run loads them instead of tokenizing again, and any change to one of the
+three builds a fresh cache. Build them inside ``accelerator.main_process_first()`` (or
+``PartialState().main_process_first()``) so only one process tokenizes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from distill.atomic import atomic_dir
+from distill.errors import DistillError
+from distill.recipe import Recipe
+from distill.tokenizer import BOS_ID, EOS_ID, file_sha256, iter_records, tokenizer_sha256
+
+FORMAT_VERSION = 1  # bump when the block layout changes, so old caches are not trusted
+META = "distill_blocks.json"
+_RECORDS_PER_BATCH = 256
+
+
+def cache_key(tokenizer_hash: str, split_hash: str, seq_len: int) -> str:
+    text = f"v{FORMAT_VERSION}|{tokenizer_hash}|{split_hash}|{seq_len}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _blocks(split_path: str, tokenizer, seq_len: int) -> Iterator[dict]:
+    """Yield ``{"input_ids": [...seq_len ids]}`` over the concatenated records of one split."""
+    buffer: list[int] = []
+
+    def encode(texts: list[str]) -> None:
+        for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+            buffer.append(BOS_ID)
+            buffer.extend(ids)
+            buffer.append(EOS_ID)
+
+    batch: list[str] = []
+    for text in iter_records(split_path):
+        batch.append(text)
+        if len(batch) == _RECORDS_PER_BATCH:
+            encode(batch)
+            batch = []
+            while len(buffer) >= seq_len:
+                yield {"input_ids": buffer[:seq_len]}
+                del buffer[:seq_len]
+    encode(batch)
+    while len(buffer) >= seq_len:
+        yield {"input_ids": buffer[:seq_len]}
+        del buffer[:seq_len]
+
+
+def build_blocks(split_path: str | Path, tokenizer, seq_len: int, cache_root: str | Path):
+    """Tokenize one split file into blocks, or load them from ``cache_root`` if already built.
+
+    Returns a ``datasets.Dataset`` with one column ``input_ids`` (int32, ``seq_len`` long), in numpy
+    format. The cache folder name is ``<split stem>-<key>``; see :func:`cache_key`.
+    """
+    import datasets
+
+    split_path = Path(split_path)
+    if not split_path.is_file():
+        raise DistillError(f"{split_path}: corpus split missing; build it with python -m distill.corpus all --recipe RECIPE.yaml")
+    tok_hash = tokenizer_sha256(tokenizer)
+    split_hash = file_sha256(split_path)
+    folder = Path(cache_root) / f"{split_path.stem}-{cache_key(tok_hash, split_hash, seq_len)}"
+    if (folder / META).is_file():
+        return datasets.load_from_disk(str(folder)).with_format("numpy")
+    print(f"tokenizing {split_path} into blocks of {seq_len} -> {folder}", file=sys.stderr)
+    datasets.disable_progress_bars()
+    features = datasets.Features({"input_ids": datasets.List(datasets.Value("int32"), length=seq_len)})
+    with atomic_dir(folder) as tmp, tempfile.TemporaryDirectory(dir=Path(cache_root)) as scratch:
+        try:
+            dataset = datasets.Dataset.from_generator(
+                _blocks,
+                gen_kwargs={"split_path": str(split_path), "tokenizer": tokenizer, "seq_len": seq_len},
+                features=features,
+                cache_dir=scratch,
+            )
+        except datasets.exceptions.DatasetGenerationError as err:
+            if isinstance(err.__cause__, DistillError):  # a malformed split file: say so plainly
+                raise err.__cause__ from None
+            raise
+        except ValueError as err:  # datasets' way of saying the generator yielded nothing
+            if "corresponds to no data" not in str(err):
+                raise
+            dataset = []
+        if len(dataset) == 0:
+            raise DistillError(
+                f"{split_path}: fewer than seq_len={seq_len} tokens, so not one block; "
+                "give the split a larger word budget or lower data.seq_len"
+            )
+        dataset.save_to_disk(str(tmp))
+        meta = {
+            "split": str(split_path),
+            "split_sha256": split_hash,
+            "tokenizer_sha256": tok_hash,
+            "seq_len": seq_len,
+            "blocks": len(dataset),
+            "tokens": len(dataset) * seq_len,
+            "format_version": FORMAT_VERSION,
+        }
+        (tmp / META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        del dataset  # release the scratch Arrow files before the folder is removed
+    return datasets.load_from_disk(str(folder)).with_format("numpy")
+
+
+def load_blocks(recipe: Recipe, split: str, tokenizer):
+    """The recipe's ``split`` ("train", "val", "test") as cached blocks of ``recipe.data.seq_len``."""
+    path = recipe.paths.split(split)
+    if not path.is_file():
+        raise DistillError(
+            f"{path}: corpus split missing; build it with python -m distill.corpus all --recipe {recipe.command_hint()}"
+        )
+    recipe.paths.tokens.mkdir(parents=True, exist_ok=True)
+    return build_blocks(path, tokenizer, recipe.data.seq_len, recipe.paths.tokens)
+
+
+def block_ids(dataset) -> np.ndarray:
+    """All token ids of a block dataset as one flat integer array."""
+    return np.asarray(dataset.with_format("numpy")["input_ids"]).reshape(-1)
+
+
+def collate_blocks(items: list[dict]) -> dict:
+    """Stack blocks into ``{"input_ids": (B, T) long, "labels": (B, T) long}`` (labels = inputs)."""
+    import torch
+
+    input_ids = torch.as_tensor(np.stack([np.asarray(item["input_ids"]) for item in items]), dtype=torch.long)
+    return {"input_ids": input_ids, "labels": input_ids.clone()}
+
+
+def unigram_perplexity(train_ids: Iterable[int] | np.ndarray, val_ids: Iterable[int] | np.ndarray, vocab_size: int | None = None) -> float:
+    """Perplexity of ``val_ids`` under the add-one-smoothed unigram distribution of ``train_ids``.
+
+    The floor every language model must beat: a model that ignores context entirely.
+    ``vocab_size`` defaults to one more than the largest id seen.
+    """
+    train = (train_ids if isinstance(train_ids, np.ndarray) else np.asarray(list(train_ids), dtype=np.int64)).reshape(-1)
+    val = (val_ids if isinstance(val_ids, np.ndarray) else np.asarray(list(val_ids), dtype=np.int64)).reshape(-1)
+    if val.size == 0:
+        raise ValueError("unigram_perplexity: no validation tokens")
+    size = int(vocab_size or 0)
+    size = max(size, int(train.max(initial=-1)) + 1, int(val.max()) + 1)
+    counts = np.bincount(train, minlength=size).astype(np.float64) + 1.0
+    log_probs = np.log(counts) - math.log(counts.sum())
+    return float(math.exp(-log_probs[val].mean()))

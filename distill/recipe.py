@@ -1,0 +1,699 @@
+"""The recipe: one YAML file that drives every stage, as typed dataclasses.
+
+``load_recipe(path, overrides)`` reads the YAML with ``yaml.safe_load``, applies ``key=value``
+command-line overrides, converts every section into its dataclass and checks it. Every problem
+(unknown key, wrong type, impossible value) is collected and raised once as a
+:class:`~distill.errors.DistillError` that names the key, the value and the fix, e.g.::
+
+    teachers[1].hidden_size: 1000 is not divisible by num_heads 16; pick a multiple of 16
+
+Overrides use dotted keys; list items are picked by index or by their ``name``::
+
+    teachers.0.training.lr=3e-4   teachers[0].training.lr=3e-4   teachers.gpt2.num_layers=2
+    student.alpha=0.7             output_dir=/tmp/run           student.teacher_weights=[1,2]
+
+Values are parsed with ``yaml.safe_load`` (``null``, ``true``, ``[1, 2]`` work). Integer fields also
+accept ``400_000``, ``"500k"`` and ``"10M"``; float fields accept ``3e-4`` (which YAML 1.1 reads as a
+string). Relative paths in a recipe (``output_dir``, ``corpus.source``, ...) are resolved against the
+current working directory, not the recipe's folder: run the commands from the repository root.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence, Union
+
+import yaml
+
+from distill.errors import DistillError
+
+Arch = Literal["llama", "gpt2"]
+Scheduler = Literal["cosine", "linear", "constant"]
+MixedPrecision = Literal["no", "bf16", "fp16"]
+Divergence = Literal["forward_kl", "reverse_kl", "jsd"]
+Ensemble = Literal["logits", "probs"]
+KLReduction = Literal["token_mean", "legacy_batchmean"]
+SplitName = Literal["train", "val", "test"]
+Tracker = Literal["tensorboard"]
+
+# Fields marked internal are set by the loader, never read from YAML.
+_INTERNAL = {"internal": True}
+
+
+class _Invalid:
+    """Stands in for a value that failed its type check, so later checks can skip it."""
+
+    def __repr__(self) -> str:
+        return "<invalid>"
+
+
+INVALID: Any = _Invalid()
+
+
+def _ok(*values: Any) -> bool:
+    return not any(value is INVALID for value in values)
+
+
+class _Section:
+    """Shared behaviour of every recipe section."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The section as plain YAML/JSON-ready data (paths as strings, internal fields left out)."""
+        return _plain(self)
+
+    def problems(self, key: str, recipe: "Recipe | None" = None) -> list[str]:
+        """Value checks beyond types, as ``key: message`` lines (empty when all is well)."""
+        return []
+
+
+@dataclass(kw_only=True)
+class CorpusConfig(_Section):
+    source: Path  # folder of per-article files the corpus stage reads (the shipped sample by default)
+    train_words: int  # word budget of the train split (accepts 400_000, "500k", "10M")
+    val_words: int  # word budget of the validation split
+    test_words: int  # word budget of the test split
+    seed: int = 0  # seed of the article shuffle that assigns articles to splits
+    facts: Optional[Path] = None  # optional JSONL of invented facts injected into train
+    fact_repeats: int = 0  # how many times each fact is injected
+
+    def problems(self, key, recipe=None):
+        out = []
+        for name in ("train_words", "val_words", "test_words"):
+            value = getattr(self, name)
+            if _ok(value) and value <= 0:
+                out.append(f"{key}.{name}: {value} must be positive; give a word budget such as 400_000 or 10M")
+        if _ok(self.fact_repeats) and self.fact_repeats < 0:
+            out.append(f"{key}.fact_repeats: {self.fact_repeats} must be 0 or more")
+        return out
+
+
+@dataclass(kw_only=True)
+class TokenizerConfig(_Section):
+    vocab_size: int  # BPE vocabulary size including <pad>, <s>, </s> and the 256 byte tokens
+    min_frequency: int = 2  # a merge needs a pair seen at least this often in train
+
+    def problems(self, key, recipe=None):
+        out = []
+        if _ok(self.vocab_size) and self.vocab_size < 259:
+            out.append(f"{key}.vocab_size: {self.vocab_size} is below 259 (256 byte tokens + 3 specials); pick 259 or more")
+        if _ok(self.min_frequency) and self.min_frequency < 1:
+            out.append(f"{key}.min_frequency: {self.min_frequency} must be 1 or more")
+        return out
+
+
+@dataclass(kw_only=True)
+class DataConfig(_Section):
+    seq_len: int = 128  # tokens per training block (the models' context during training)
+
+    def problems(self, key, recipe=None):
+        if _ok(self.seq_len) and self.seq_len < 2:
+            return [f"{key}.seq_len: {self.seq_len} must be 2 or more"]
+        return []
+
+
+@dataclass(kw_only=True)
+class TrainingConfig(_Section):
+    epochs: int = 1  # passes over the train blocks
+    max_steps: Optional[int] = None  # stop after this many optimizer steps (overrides epochs when set)
+    batch_size: int = 16  # blocks per micro-batch per process
+    grad_accum: int = 1  # micro-batches per optimizer step (effective batch = batch_size * grad_accum * processes)
+    lr: float = 3e-4  # peak learning rate of AdamW
+    weight_decay: float = 0.01  # AdamW weight decay (never applied to norms, biases or embeddings' bias)
+    warmup_steps: int = 0  # linear warmup steps before the schedule
+    scheduler: Scheduler = "cosine"  # learning-rate schedule after warmup: cosine | linear | constant
+    seed: int = 0  # seed of initialisation, data order and dropout
+    mixed_precision: Optional[MixedPrecision] = None  # no | bf16 | fp16; null = the accelerate config's choice
+    save_every: int = 500  # save a resumable checkpoint every this many optimizer steps (0 = only on SIGTERM)
+    keep_checkpoints: int = 2  # how many recent checkpoints to keep during training
+    log_every: int = 10  # write a train row to metrics.jsonl every this many optimizer steps
+    eval_every: Optional[int] = None  # also validate every this many steps (always at the end of each epoch)
+    max_grad_norm: Optional[float] = 1.0  # gradient clipping norm; null or 0 = no clipping
+    compile: bool = False  # torch.compile the model (worth it on GPU for long runs)
+    log_with: Optional[Tracker] = None  # experiment tracker through Accelerate: tensorboard or null (none)
+
+    def problems(self, key, recipe=None):
+        out = []
+        positive = ("epochs", "batch_size", "grad_accum", "log_every", "keep_checkpoints")
+        for name in positive:
+            value = getattr(self, name)
+            if _ok(value) and value < 1:
+                out.append(f"{key}.{name}: {value} must be 1 or more")
+        for name in ("max_steps", "eval_every"):
+            value = getattr(self, name)
+            if _ok(value) and value is not None and value < 1:
+                out.append(f"{key}.{name}: {value} must be 1 or more, or null")
+        for name in ("warmup_steps", "save_every"):
+            value = getattr(self, name)
+            if _ok(value) and value < 0:
+                out.append(f"{key}.{name}: {value} must be 0 or more")
+        if _ok(self.lr) and not self.lr > 0:
+            out.append(f"{key}.lr: {self.lr} must be positive; try 3e-4")
+        if _ok(self.weight_decay) and self.weight_decay < 0:
+            out.append(f"{key}.weight_decay: {self.weight_decay} must be 0 or more")
+        if _ok(self.max_grad_norm) and self.max_grad_norm is not None and self.max_grad_norm < 0:
+            out.append(f"{key}.max_grad_norm: {self.max_grad_norm} must be positive, or null for no clipping")
+        return out
+
+
+@dataclass(kw_only=True)
+class ModelConfig(_Section):
+    name: str  # folder name of this model under the recipe's output_dir
+    arch: Arch  # llama (LlamaForCausalLM) | gpt2 (GPT2LMHeadModel)
+    hidden_size: int  # width of the residual stream
+    num_layers: int  # transformer blocks
+    num_heads: int  # attention heads; hidden_size must be a multiple of it
+    intermediate_size: Optional[int] = None  # MLP width; required for llama, gpt2 defaults to 4 * hidden_size
+    num_kv_heads: Optional[int] = None  # llama only: key/value heads for grouped-query attention (null = num_heads)
+    tie_embeddings: Optional[bool] = None  # share input and output embeddings; null = arch default (llama no, gpt2 yes)
+    training: TrainingConfig = field(default_factory=TrainingConfig)  # optimisation settings of this model
+
+    def __post_init__(self):
+        if self.intermediate_size is None and self.arch == "gpt2" and _ok(self.hidden_size):
+            self.intermediate_size = 4 * self.hidden_size
+
+    def problems(self, key, recipe=None):
+        out = []
+        if _ok(self.name) and not _SAFE_NAME.fullmatch(self.name or ""):
+            out.append(f"{key}.name: {self.name!r} is not a safe folder name; use letters, digits, '-', '_' or '.'")
+        for name in ("hidden_size", "num_layers", "num_heads"):
+            value = getattr(self, name)
+            if _ok(value) and value < 1:
+                out.append(f"{key}.{name}: {value} must be 1 or more")
+        if _ok(self.hidden_size, self.num_heads) and self.hidden_size >= 1 and self.num_heads >= 1:
+            if self.hidden_size % self.num_heads:
+                out.append(
+                    f"{key}.hidden_size: {self.hidden_size} is not divisible by num_heads {self.num_heads}; "
+                    f"pick a multiple of {self.num_heads}"
+                )
+        if _ok(self.intermediate_size, self.arch, self.hidden_size):
+            if self.intermediate_size is None:
+                out.append(
+                    f"{key}.intermediate_size: missing; llama needs the MLP width, "
+                    f"e.g. intermediate_size: {3 * self.hidden_size} (3 * hidden_size)"
+                )
+            elif self.intermediate_size < 1:
+                out.append(f"{key}.intermediate_size: {self.intermediate_size} must be 1 or more")
+        if _ok(self.num_kv_heads, self.arch, self.num_heads) and self.num_kv_heads is not None:
+            if self.arch == "gpt2":
+                out.append(f"{key}.num_kv_heads: gpt2 has no grouped-query attention; remove num_kv_heads")
+            elif self.num_kv_heads < 1 or (self.num_heads >= 1 and self.num_heads % self.num_kv_heads):
+                out.append(
+                    f"{key}.num_kv_heads: {self.num_kv_heads} must divide num_heads {self.num_heads}; "
+                    f"pick a divisor of {self.num_heads}"
+                )
+        if isinstance(self.training, TrainingConfig):
+            out += self.training.problems(f"{key}.training", recipe)
+        return out
+
+
+@dataclass(kw_only=True)
+class LogitCacheConfig(_Section):
+    enabled: bool = False  # run the teacher ensemble once and train every epoch from stored sparse targets
+    top_k: int = 64  # tokens stored per position (plus the tail mass)
+    dir: Optional[Path] = None  # where the cache lives; null = {output_dir}/teacher_logits
+
+    def problems(self, key, recipe=None):
+        out = []
+        if _ok(self.top_k) and self.top_k < 1:
+            out.append(f"{key}.top_k: {self.top_k} must be 1 or more")
+        elif (
+            recipe is not None
+            and isinstance(recipe.tokenizer, TokenizerConfig)
+            and _ok(self.top_k, recipe.tokenizer.vocab_size)
+            and self.top_k > recipe.tokenizer.vocab_size
+        ):
+            out.append(
+                f"{key}.top_k: {self.top_k} is larger than tokenizer.vocab_size {recipe.tokenizer.vocab_size}; "
+                f"pick at most {recipe.tokenizer.vocab_size}"
+            )
+        return out
+
+
+@dataclass(kw_only=True)
+class StudentConfig(ModelConfig):
+    name: str = "student"  # name in the student's distill.json (its folder is always student/, the baseline's baseline/)
+    alpha: float = 0.5  # loss = alpha * CE + (1 - alpha) * KL
+    temperature: float = 2.0  # KD loss temperature (not the sampling one)
+    divergence: Divergence = "forward_kl"  # forward_kl | reverse_kl | jsd
+    ensemble: Ensemble = "logits"  # logits (mean of teacher logits, BabyLlama's) | probs (mean of probabilities)
+    teacher_weights: Optional[list[float]] = None  # optional per-teacher weights, same order as teachers
+    kl_reduction: KLReduction = "token_mean"  # token_mean | legacy_batchmean (BabyLlama's, ~seq_len x heavier KL)
+    chunk_size: int = 1024  # tokens per chunk in the fused lm_head + loss
+    baseline: bool = True  # also train the same student with alpha=1 (no distillation) for comparison
+    logit_cache: LogitCacheConfig = field(default_factory=LogitCacheConfig)  # optional teacher-logit cache
+
+    def problems(self, key, recipe=None):
+        out = super().problems(key, recipe)
+        if _ok(self.alpha) and not 0.0 <= self.alpha <= 1.0:
+            out.append(f"{key}.alpha: {self.alpha} must be between 0 and 1 (1 = plain CE, no distillation)")
+        if _ok(self.temperature) and not self.temperature > 0:
+            out.append(f"{key}.temperature: {self.temperature} must be positive; BabyLlama uses 2.0")
+        if _ok(self.chunk_size) and self.chunk_size < 1:
+            out.append(f"{key}.chunk_size: {self.chunk_size} must be 1 or more")
+        if _ok(self.teacher_weights) and self.teacher_weights is not None:
+            weights = self.teacher_weights
+            if recipe is not None and isinstance(recipe.teachers, list) and len(weights) != len(recipe.teachers):
+                out.append(
+                    f"{key}.teacher_weights: {len(weights)} weights for {len(recipe.teachers)} teachers; "
+                    f"give one weight per teacher, in the order of teachers, or null"
+                )
+            if any(w is INVALID for w in weights):
+                pass
+            elif any(w < 0 for w in weights) or not sum(weights) > 0:
+                out.append(f"{key}.teacher_weights: {weights} must be non-negative with a positive sum")
+        if isinstance(self.logit_cache, LogitCacheConfig):
+            out += self.logit_cache.problems(f"{key}.logit_cache", recipe)
+        return out
+
+
+@dataclass(kw_only=True)
+class GenerateConfig(_Section):
+    prompts: list[str] = field(default_factory=lambda: ["London was"])  # prompts sampled after training
+    max_new_tokens: int = 60  # tokens generated per prompt
+    temperature: float = 0.8  # sampling temperature (0 is not allowed; use top_k: 1 for greedy)
+    top_k: int = 50  # sample among the k most likely tokens (0 = no limit)
+    top_p: float = 0.95  # nucleus sampling mass (1.0 = no limit)
+    repetition_penalty: float = 1.1  # >1 discourages repeating tokens
+    seed: int = 0  # sampling seed
+
+    def problems(self, key, recipe=None):
+        out = []
+        if _ok(self.max_new_tokens) and self.max_new_tokens < 1:
+            out.append(f"{key}.max_new_tokens: {self.max_new_tokens} must be 1 or more")
+        if _ok(self.temperature) and not self.temperature > 0:
+            out.append(f"{key}.temperature: {self.temperature} must be positive; use top_k: 1 for greedy decoding")
+        if _ok(self.top_k) and self.top_k < 0:
+            out.append(f"{key}.top_k: {self.top_k} must be 0 (no limit) or more")
+        if _ok(self.top_p) and not 0 < self.top_p <= 1:
+            out.append(f"{key}.top_p: {self.top_p} must be in (0, 1]")
+        if _ok(self.repetition_penalty) and not self.repetition_penalty > 0:
+            out.append(f"{key}.repetition_penalty: {self.repetition_penalty} must be positive (1.0 = none)")
+        return out
+
+
+@dataclass(kw_only=True)
+class EvaluateConfig(_Section):
+    splits: list[SplitName] = field(default_factory=lambda: ["val", "test"])  # corpus splits scored for perplexity
+    blimp_dir: Optional[Path] = None  # folder of BLiMP-format JSONL files (null = skip minimal pairs)
+    facts: Optional[Path] = None  # JSONL of fact probes; null = corpus.facts
+
+
+@dataclass(kw_only=True)
+class Recipe(_Section):
+    name: str  # recipe name; default output folder is models/<name>
+    output_dir: Optional[Path] = None  # every stage writes under here; null = models/<name>
+    corpus: CorpusConfig  # where the text comes from and the split budgets
+    tokenizer: TokenizerConfig  # byte-level BPE settings
+    data: DataConfig = field(default_factory=DataConfig)  # tokenized block settings
+    teachers: list[ModelConfig]  # teacher models, trained in this order
+    student: StudentConfig  # the distilled student and its loss
+    generate: GenerateConfig = field(default_factory=GenerateConfig)  # sampling after training
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)  # evaluation settings
+    source: Optional[Path] = field(default=None, metadata=_INTERNAL)  # the YAML file this came from
+    overrides: tuple[str, ...] = field(default=(), metadata=_INTERNAL)  # the key=value overrides applied
+
+    def __post_init__(self):
+        if self.output_dir is None and _ok(self.name) and isinstance(self.name, str):
+            self.output_dir = Path("models") / self.name
+
+    @property
+    def paths(self) -> "RecipePaths":
+        """Where each stage reads and writes, all under ``output_dir``."""
+        return RecipePaths(self)
+
+    def teacher(self, name: str) -> ModelConfig:
+        """The teacher section called ``name`` (DistillError naming the closest one otherwise)."""
+        for teacher in self.teachers:
+            if teacher.name == name:
+                return teacher
+        names = [t.name for t in self.teachers]
+        raise DistillError(f"no teacher named {name!r} in {self.source or 'the recipe'}{did_you_mean(name, names)}")
+
+    def command_hint(self) -> str:
+        """The recipe argument(s) to repeat in a suggested command: path plus overrides."""
+        parts = [str(self.source) if self.source else "RECIPE.yaml", *self.overrides]
+        return " ".join(parts)
+
+    def problems(self, key="", recipe=None):
+        out = []
+        if _ok(self.name) and not _SAFE_NAME.fullmatch(self.name or ""):
+            out.append(f"name: {self.name!r} is not a safe folder name; use letters, digits, '-', '_' or '.'")
+        for section in ("corpus", "tokenizer", "data"):
+            value = getattr(self, section)
+            if isinstance(value, _Section):
+                out += value.problems(section, self)
+        if isinstance(self.teachers, list):
+            if not self.teachers:
+                out.append("teachers: empty; list at least one teacher (see recipes/tiny.yaml)")
+            seen: dict[str, int] = {}
+            for i, teacher in enumerate(self.teachers):
+                if not isinstance(teacher, ModelConfig):
+                    continue
+                out += teacher.problems(f"teachers[{i}]", self)
+                if _ok(teacher.name) and teacher.name in seen:
+                    out.append(f"teachers[{i}].name: {teacher.name!r} is already used by teachers[{seen[teacher.name]}]; names must be unique")
+                seen.setdefault(teacher.name, i)
+            # One process trains all teachers and Accelerate fixes mixed precision once per process.
+            precisions = {
+                t.training.mixed_precision
+                for t in self.teachers
+                if isinstance(t, ModelConfig) and isinstance(t.training, TrainingConfig) and _ok(t.training.mixed_precision)
+            }
+            if len(precisions) > 1:
+                out.append(
+                    f"teachers[*].training.mixed_precision: {sorted(map(str, precisions))} differ; "
+                    "one process trains every teacher, so give them all the same value"
+                )
+        for section in ("student", "generate", "evaluate"):
+            value = getattr(self, section)
+            if isinstance(value, _Section):
+                out += value.problems(section, self)
+        return out
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+
+
+class RecipePaths:
+    """The recipe's folders and files. Every stage uses these instead of building paths itself."""
+
+    def __init__(self, recipe: Recipe):
+        self.root = Path(recipe.output_dir)
+        self._recipe = recipe
+
+    @property
+    def corpus(self) -> Path:
+        """Split folder: train.txt, val.txt, test.txt, manifest.json."""
+        return self.root / "corpus"
+
+    def split(self, name: str) -> Path:
+        """One split file, e.g. ``paths.split("train")``."""
+        return self.corpus / f"{name}.txt"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer"
+
+    @property
+    def tokens(self) -> Path:
+        """Cache of tokenized blocks (datasets Arrow folders keyed by hashes)."""
+        return self.root / "tokens"
+
+    def teacher(self, name: str) -> Path:
+        return self.root / "teachers" / name
+
+    @property
+    def student(self) -> Path:
+        return self.root / "student"
+
+    @property
+    def baseline(self) -> Path:
+        return self.root / "baseline"
+
+    @property
+    def teacher_logits(self) -> Path:
+        cache_dir = self._recipe.student.logit_cache.dir
+        return Path(cache_dir) if cache_dir else self.root / "teacher_logits"
+
+    @property
+    def report(self) -> Path:
+        """Evaluation report folder (report.json, report.md, plots)."""
+        return self.root / "report"
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
+    """Read, override, convert and check a recipe; raise one DistillError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DistillError(f"{path}: recipe not found; give a YAML file such as recipes/tiny.yaml") from None
+    except OSError as err:
+        raise DistillError(f"{path}: cannot read the recipe ({err.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise DistillError(f"{path}:{where} is not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(data, dict):
+        raise DistillError(f"{path}: a recipe must be a YAML mapping of sections (see recipes/tiny.yaml)")
+    return recipe_from_dict(data, overrides, source=path)
+
+
+def recipe_from_dict(data: dict, overrides: Sequence[str] = (), source: Path | None = None) -> Recipe:
+    """Like :func:`load_recipe` for data already in memory (a dict as YAML would give it)."""
+    problems: list[str] = []
+    data = _deepcopy(data)
+    for override in overrides:
+        _apply_override(data, override, problems)
+    recipe = _build(Recipe, data, "", problems)
+    if isinstance(recipe, Recipe):
+        problems += recipe.problems()
+        recipe.source = source
+        recipe.overrides = tuple(overrides)
+        if not problems:
+            _resolve_paths(recipe)
+    if problems:
+        where = str(source) if source else "recipe"
+        if len(problems) == 1:
+            raise DistillError(f"{where}: {problems[0]}")
+        listing = "\n".join(f"  - {p}" for p in problems)
+        raise DistillError(f"{where}: {len(problems)} problems:\n{listing}")
+    return recipe
+
+
+def _resolve_paths(obj: Any) -> None:
+    """Make every Path field absolute, relative to the current working directory."""
+    if isinstance(obj, list):
+        for item in obj:
+            _resolve_paths(item)
+        return
+    if not dataclasses.is_dataclass(obj):
+        return
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.metadata.get("internal"):
+            continue
+        if isinstance(value, Path):
+            setattr(obj, f.name, (Path.cwd() / value.expanduser()).resolve() if not value.is_absolute() else value)
+        else:
+            _resolve_paths(value)
+
+
+def _deepcopy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deepcopy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deepcopy(v) for v in data]
+    return data
+
+
+_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _split_key(key: str) -> list[str]:
+    return [m.group(1) or m.group(2) for m in _TOKEN.finditer(key)]
+
+
+def _apply_override(data: dict, override: str, problems: list[str]) -> None:
+    """Set ``a.b.0.c=value`` in the raw recipe dict; the normal checks then see the result."""
+    if "=" not in override:
+        problems.append(f"override {override!r}: expected key=value, e.g. student.alpha=0.7")
+        return
+    key, raw = override.split("=", 1)
+    parts = _split_key(key.strip())
+    if not parts:
+        problems.append(f"override {override!r}: empty key; expected key=value, e.g. student.alpha=0.7")
+        return
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    node: Any = data
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = ".".join(parts[: depth + 1])
+        if isinstance(node, list):
+            index = _list_index(node, part)
+            if index is None:
+                names = [item.get("name") for item in node if isinstance(item, dict) and item.get("name")]
+                hint = f" or a name ({', '.join(map(str, names))})" if names else ""
+                problems.append(f"override {override!r}: {where}: pick an index 0..{len(node) - 1}{hint}")
+                return
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                if not isinstance(node.get(part), (dict, list)):
+                    node[part] = {}
+                node = node[part]
+        else:
+            problems.append(f"override {override!r}: {'.'.join(parts[:depth])} is a value, not a section")
+            return
+
+
+def _list_index(items: list, part: str) -> int | None:
+    if part.isdigit():
+        index = int(part)
+        return index if index < len(items) else None
+    for index, item in enumerate(items):
+        if isinstance(item, dict) and item.get("name") == part:
+            return index
+    return None
+
+
+def did_you_mean(word: str, options: Sequence[str]) -> str:
+    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.5)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; valid: {', '.join(options)}" if options else ""
+
+
+def _build(cls: type, data: Any, key: str, problems: list[str]) -> Any:
+    """Convert a mapping into dataclass ``cls``, recording problems instead of stopping at the first."""
+    where = key or "recipe"
+    if not isinstance(data, dict):
+        problems.append(f"{where}: expected a mapping of keys, got {_show(data)}")
+        return INVALID
+    hints = typing.get_type_hints(cls)
+    known = [f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("internal")]
+    names = [f.name for f in known]
+    prefix = f"{key}." if key else ""
+    for name in data:
+        if name not in names:
+            problems.append(f"{prefix}{name}: unknown key{_suggest_key(str(name), cls, hints, known)}")
+    kwargs = {}
+    for f in known:
+        if f.name in data:
+            kwargs[f.name] = _coerce(data[f.name], hints[f.name], f"{prefix}{f.name}", problems)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            problems.append(f"{prefix}{f.name}: missing; add it ({_describe(hints[f.name])})")
+            kwargs[f.name] = INVALID
+    return cls(**kwargs)
+
+
+def _suggest_key(name: str, cls: type, hints: dict, known: list) -> str:
+    names = [f.name for f in known]
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    # A key that belongs one level down (``teachers.0.lr`` for ``teachers.0.training.lr``).
+    for f in known:
+        sub = hints[f.name]
+        if dataclasses.is_dataclass(sub) and name in {g.name for g in dataclasses.fields(sub)}:
+            return f"; did you mean '{f.name}.{name}'?"
+    return f"; valid keys: {', '.join(names)}"
+
+
+def _describe(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        return "one of " + " | ".join(map(str, args))
+    if origin in (Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return " or ".join(_describe(a) for a in inner) + (" or null" if len(inner) < len(args) else "")
+    if origin is list:
+        if dataclasses.is_dataclass(args[0]):
+            return "a list of mappings; see recipes/tiny.yaml"
+        return f"a list of {_describe(args[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping; see recipes/tiny.yaml"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", Path: "a path"}.get(tp, str(tp))
+
+
+def _show(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+_COUNT = re.compile(r"^\s*(\d[\d_]*(?:\.\d+)?)\s*([kKmMbB]?)\s*$")
+_SCALE = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9}
+
+
+def parse_count(value: str) -> int | None:
+    """``"400_000"`` -> 400000, ``"500k"`` -> 500000, ``"10M"`` -> 10000000; None if not a count."""
+    match = _COUNT.match(value)
+    if not match:
+        return None
+    number = float(match.group(1).replace("_", "")) * _SCALE[match.group(2).lower()]
+    return int(number) if number == int(number) else None
+
+
+def _coerce(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _coerce(value, inner[0], key, problems)
+        return value
+    if origin is Literal:
+        if value in args and not isinstance(value, bool):
+            return value
+        choices = [str(a) for a in args]
+        close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        problems.append(f"{key}: {_show(value)} is not one of {' | '.join(choices)}{hint}")
+        return INVALID
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            problems.append(f"{key}: expected {_describe(tp)}, got {_show(value)}")
+            return INVALID
+        return [_coerce(item, args[0], f"{key}[{i}]", problems) for i, item in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key, problems)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and parse_count(value) is not None:
+            return parse_count(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.replace("_", ""))
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is Path:
+        if isinstance(value, str) and value:
+            return Path(value)
+    elif tp is Any:
+        return value
+    problems.append(f"{key}: expected {_describe(tp)}, got {_show(value)}")
+    return INVALID
+
+
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {
+            f.name: _plain(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if not f.metadata.get("internal")
+        }
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

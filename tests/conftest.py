@@ -1,0 +1,119 @@
+"""Shared fixtures: a tiny corpus split folder, a tiny tokenizer and a tiny recipe.
+
+The split folder follows the corpus contract (``<s> TEXT </s>\\n`` records, ``manifest.json``) and is
+built here from ``tests/assets/teacher/articles.jsonl``, so these tests do not depend on
+``distill.corpus``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+ASSETS = Path(__file__).parent / "assets"
+REPO = Path(__file__).resolve().parent.parent
+
+# Two CPU cores are shared by everything: keep torch to one thread in tests and their subprocesses.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+def load_articles() -> list[str]:
+    with open(ASSETS / "teacher" / "articles.jsonl", encoding="utf-8") as handle:
+        return [json.loads(line)["text"] for line in handle if line.strip()]
+
+
+def write_split_file(path: Path, texts: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"<s> {text} </s>\n" for text in texts), encoding="utf-8")
+    return path
+
+
+def write_splits(folder: Path, articles: list[str] | None = None) -> Path:
+    """train = all but the last 4 articles, val = 2, test = 2; plus a small manifest."""
+    articles = articles if articles is not None else load_articles()
+    parts = {"train": articles[:-4], "val": articles[-4:-2], "test": articles[-2:]}
+    for name, texts in parts.items():
+        write_split_file(folder / f"{name}.txt", texts)
+    manifest = {name: {"articles": len(texts), "words": sum(len(t.split()) for t in texts)} for name, texts in parts.items()}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return folder
+
+
+def tiny_recipe_dict(output_dir: Path) -> dict:
+    """A recipe small enough for a test: vocab 400, seq 32, 2-layer width-32 teachers."""
+    training = {
+        "epochs": 1,
+        "batch_size": 8,
+        "grad_accum": 1,
+        "lr": 3.0e-3,
+        "weight_decay": 0.01,
+        "warmup_steps": 4,
+        "scheduler": "cosine",
+        "seed": 0,
+        "save_every": 1000,
+        "log_every": 5,
+    }
+    teacher = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "training": training}
+    return {
+        "name": "test-tiny",
+        "output_dir": str(output_dir),
+        "corpus": {"source": str(ASSETS / "teacher"), "train_words": 5000, "val_words": 500, "test_words": 500},
+        "tokenizer": {"vocab_size": 400, "min_frequency": 2},
+        "data": {"seq_len": 32},
+        "teachers": [
+            {"name": "llama", "arch": "llama", "intermediate_size": 64, **teacher},
+            {"name": "gpt2", "arch": "gpt2", **teacher, "training": dict(training)},
+        ],
+        "student": {"arch": "llama", "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "training": dict(training)},
+        "generate": {"prompts": ["London was"], "max_new_tokens": 8},
+        "evaluate": {"splits": ["val"]},
+    }
+
+
+def write_recipe(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def articles() -> list[str]:
+    return load_articles()
+
+
+@pytest.fixture
+def split_dir(tmp_path) -> Path:
+    """A corpus split folder (train/val/test/manifest) in the contract format."""
+    return write_splits(tmp_path / "corpus")
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path) -> Path:
+    """A tiny recipe YAML whose output_dir already holds the corpus splits."""
+    out = tmp_path / "out"
+    write_splits(out / "corpus")
+    return write_recipe(tmp_path / "tiny.yaml", tiny_recipe_dict(out))
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory) -> Path:
+    """A 400-token BPE tokenizer trained once per session on the asset train split."""
+    from distill.tokenizer import train_tokenizer
+
+    root = tmp_path_factory.mktemp("tokenizer")
+    splits = write_splits(root / "corpus")
+    train_tokenizer(splits / "train.txt", 400, 2, root / "tokenizer")
+    return root / "tokenizer"
+
+
+@pytest.fixture
+def tiny_tokenizer(tiny_tokenizer_dir):
+    from distill.tokenizer import load_tokenizer
+
+    return load_tokenizer(tiny_tokenizer_dir)
