@@ -1,0 +1,539 @@
+"""How good is each model: perplexity, BLiMP-style minimal pairs, fact probes, and a side-by-side report.
+
+    python -m distill.evaluate recipes/tiny.yaml [key=value ...]
+    python -m distill.evaluate MODEL_DIR [MODEL_DIR ...] --split val=PATH --split test=PATH
+        [--blimp DIR] [--facts FILE] --out DIR [--seq-len N] [--batch-size N] [--device cpu]
+
+* Perplexity is CE only, over the split cut into non-overlapping blocks of ``seq_len`` exactly as
+  training cuts it (``<s> TEXT </s>`` records concatenated, the last partial block dropped), every
+  predicted token counted once; models that share a tokenizer get comparable numbers.
+* A minimal pair is right when the good sentence's summed log-probability after ``<s>`` (every
+  sentence token scored, ``<s>`` itself not) is strictly higher than the bad one's.
+* A fact probe gives the log-probability of the answer's tokens after ``<s> probe`` and the rank of
+  its first token among the whole vocabulary (1 = the model's top guess).
+
+With a recipe it evaluates every finished model folder (teachers, student, baseline) on the recipe's
+splits and writes ``{output_dir}/report/`` (report.json, report.md, plots/*.png).
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from distill.errors import DistillError, cli_entry
+from distill.generate import check_model_dir, encode_prompt, model_vocab_limit, read_model_info
+
+FACT_KEYS = ("probe", "answer")
+
+
+def _device_of(model):
+    return next(model.parameters()).device
+
+
+def _logits(model, tokenizer, input_ids, attention_mask=None, position_ids=None):
+    """fp32 logits, sliced to the tokenizer's vocabulary (padded embedding rows are no token)."""
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False).logits
+    return out[..., : model_vocab_limit(model, tokenizer)].float()
+
+
+# ----------------------------------------------------------------------------- perplexity
+
+
+def split_token_ids(tokenizer, split_path_or_texts: str | Path | Iterable[str]) -> list[int]:
+    """The ids of a split as training sees them: ``[<s>] + ids(TEXT) + [</s>]`` per record, concatenated.
+
+    A path is read as a corpus split file (``<s> TEXT </s>`` records); an iterable gives the texts
+    without markers.
+    """
+    if isinstance(split_path_or_texts, (str, Path)):
+        from distill.tokenizer import iter_records
+
+        path = Path(split_path_or_texts)
+        if not path.is_file():
+            raise DistillError(f"{path}: split file not found; build the corpus with python -m distill.corpus all --recipe RECIPE.yaml or fix --split")
+        texts: Iterable[str] = iter_records(path)
+    else:
+        texts = split_path_or_texts
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    ids: list[int] = []
+    batch: list[str] = []
+
+    def flush() -> None:
+        for row in tokenizer(batch, add_special_tokens=False)["input_ids"] if batch else []:
+            ids.append(bos)
+            ids.extend(row)
+            ids.append(eos)
+        batch.clear()
+
+    for text in texts:
+        batch.append(text)
+        if len(batch) == 256:
+            flush()
+    flush()
+    return ids
+
+
+def perplexity(model, tokenizer, split_path_or_texts: str | Path | Iterable[str], *, seq_len: int, batch_size: int = 8,
+               device=None) -> dict[str, float]:
+    """CE-only perplexity: ``{"loss": mean CE in nats, "ppl": exp(loss), "tokens": predicted tokens}``.
+
+    The ids are cut into ``len // seq_len`` blocks of ``seq_len`` (the rest dropped, as in training);
+    each block predicts its ``seq_len - 1`` next tokens. A split shorter than one block is scored as
+    a single shorter block.
+    """
+    import torch
+
+    if seq_len < 2:
+        raise DistillError(f"seq_len: {seq_len} must be 2 or more")
+    if batch_size < 1:
+        raise DistillError(f"batch_size: {batch_size} must be 1 or more")
+    ids = split_token_ids(tokenizer, split_path_or_texts)
+    n_blocks = len(ids) // seq_len
+    if n_blocks == 0:
+        if len(ids) < 2:
+            raise DistillError(f"{split_path_or_texts if isinstance(split_path_or_texts, (str, Path)) else 'texts'}: no text to score")
+        blocks = torch.tensor([ids], dtype=torch.long)
+    else:
+        blocks = torch.tensor(ids[: n_blocks * seq_len], dtype=torch.long).view(n_blocks, seq_len)  # (N, T)
+    device = device or _device_of(model)
+    total = 0.0
+    count = 0
+    with torch.inference_mode():
+        for start in range(0, len(blocks), batch_size):
+            batch = blocks[start : start + batch_size].to(device)  # (B, T)
+            logits = _logits(model, tokenizer, batch)[:, :-1]  # (B, T-1, V): position t predicts t+1
+            targets = batch[:, 1:]
+            nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum")
+            total += float(nll.double())
+            count += targets.numel()
+    loss = total / count
+    return {"loss": loss, "ppl": math.exp(loss) if loss < 700 else float("inf"), "tokens": count}
+
+
+# ----------------------------------------------------------------------------- sentence scores
+
+
+def sentence_logprob(model, tokenizer, sentences: Sequence[str], *, batch_size: int = 32, device=None) -> list[float]:
+    """Summed log-probability (nats) of each sentence's tokens after ``<s>``; ``<s>`` itself is not scored.
+
+    Sentences are batched by length with right padding, an attention mask and explicit position ids,
+    so a batch scores each sentence as it would be scored alone.
+    """
+    import torch
+
+    encoded = [encode_prompt(tokenizer, s) for s in sentences]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    scores = [0.0] * len(encoded)
+    device = device or _device_of(model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            width = max(len(encoded[i]) for i in chunk)
+            input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, i in enumerate(chunk):
+                input_ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
+                mask[row, : len(encoded[i])] = 1
+            input_ids, mask = input_ids.to(device), mask.to(device)
+            positions = (mask.cumsum(1) - 1).clamp(min=0)
+            logprobs = torch.log_softmax(_logits(model, tokenizer, input_ids, mask, positions)[:, :-1], dim=-1)  # (B, W-1, V)
+            picked = logprobs.gather(-1, input_ids[:, 1:, None]).squeeze(-1)  # (B, W-1): log p(token t+1 | ..t)
+            sums = (picked.double() * mask[:, 1:]).sum(1)
+            for row, i in enumerate(chunk):
+                scores[i] = float(sums[row])
+    return scores
+
+
+# ----------------------------------------------------------------------------- minimal pairs
+
+
+def _jsonl_rows(path: Path, required: Sequence[str], fix: str) -> list[tuple[int, dict]]:
+    """``(line number, object)`` for every non-blank line; DistillError naming file:line otherwise."""
+    rows = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DistillError(f"{path}: file not found; {fix}") from None
+    except UnicodeDecodeError:
+        raise DistillError(f"{path}: not UTF-8 text; {fix}") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DistillError(f"{path}:{number}: not valid JSON ({err.msg}); {fix}") from None
+        if not isinstance(row, dict):
+            raise DistillError(f"{path}:{number}: expected a JSON object; {fix}")
+        for key in required:
+            if not isinstance(row.get(key), str) or not row[key].strip():
+                raise DistillError(f"{path}:{number}: no {key!r} (or not a non-empty string); {fix}")
+        rows.append((number, row))
+    return rows
+
+
+def load_minimal_pairs(source: str | Path | Sequence[str | Path]) -> dict[str, list[dict]]:
+    """``{file name: [pair, ...]}`` from a BLiMP-format folder (every ``*.jsonl``), a file, or a list of them."""
+    sources = [source] if isinstance(source, (str, Path)) else list(source)
+    files: list[Path] = []
+    for item in sources:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(path.glob("*.jsonl"))
+            if not found:
+                raise DistillError(f"{path}: no *.jsonl files; point it at a folder of BLiMP-format files such as tests/assets/blimp")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DistillError(f"{path}: no such file or folder of minimal pairs; give a folder of BLiMP-format *.jsonl files")
+    if not files:
+        raise DistillError("no minimal-pair files given; point it at a folder of BLiMP-format *.jsonl files")
+    fix = 'each line must be {"sentence_good": ..., "sentence_bad": ...} (BLiMP format)'
+    pairs: dict[str, list[dict]] = {}
+    for path in files:
+        rows = _jsonl_rows(path, ("sentence_good", "sentence_bad"), fix)
+        if not rows:
+            raise DistillError(f"{path}: no minimal pairs in it; {fix}")
+        name = path.stem if path.stem not in pairs else str(path.with_suffix(""))
+        pairs[name] = [row for _, row in rows]
+    return pairs
+
+
+def _accuracy(correct: int, n: int) -> dict[str, Any]:
+    return {"accuracy": correct / n if n else None, "n": n, "correct": correct}
+
+
+def score_pairs(model, tokenizer, pairs: dict[str, list[dict]], *, batch_size: int = 32, device=None) -> dict[str, Any]:
+    """Accuracy per file, per ``field``, per ``linguistics_term`` and overall for loaded pairs."""
+    flat = [(name, pair) for name, rows in pairs.items() for pair in rows]
+    sentences = [s for _, pair in flat for s in (pair["sentence_good"], pair["sentence_bad"])]
+    scores = sentence_logprob(model, tokenizer, sentences, batch_size=batch_size, device=device)
+    groups: dict[str, dict[str, list[int]]] = {"per_file": {}, "per_field": {}, "per_term": {}}
+    for k, (name, pair) in enumerate(flat):
+        right = int(scores[2 * k] > scores[2 * k + 1])
+        for group, key in (("per_file", name), ("per_field", pair.get("field")), ("per_term", pair.get("linguistics_term"))):
+            if isinstance(key, str) and key:
+                tally = groups[group].setdefault(key, [0, 0])
+                tally[0] += right
+                tally[1] += 1
+    result: dict[str, Any] = {group: {key: _accuracy(*tally) for key, tally in tallies.items()} for group, tallies in groups.items()}
+    for name, rows in pairs.items():
+        for meta in ("UID", "field", "linguistics_term"):
+            values = {row.get(meta) for row in rows}
+            if len(values) == 1 and isinstance(next(iter(values)), str):
+                result["per_file"][name][meta] = next(iter(values))
+    correct = sum(t["correct"] for t in result["per_file"].values())
+    overall = _accuracy(correct, len(flat))
+    overall["macro_accuracy"] = sum(t["accuracy"] for t in result["per_file"].values()) / len(result["per_file"])
+    result["overall"] = overall
+    return result
+
+
+def score_minimal_pairs(model, tokenizer, source: str | Path | Sequence[str | Path], *, batch_size: int = 32, device=None) -> dict[str, Any]:
+    """Minimal-pair accuracy over BLiMP-format JSONL files (a folder, a file or a list of them).
+
+    Returns ``{"per_file": {name: {"accuracy", "n", "correct", "UID"?, "field"?, "linguistics_term"?}},
+    "per_field": {field: {...}}, "per_term": {linguistics_term: {...}}, "overall": {"accuracy", "n",
+    "correct", "macro_accuracy" (mean over files)}}``.
+    """
+    return score_pairs(model, tokenizer, load_minimal_pairs(source), batch_size=batch_size, device=device)
+
+
+# ----------------------------------------------------------------------------- fact probes
+
+
+def load_facts(facts: str | Path | Sequence[dict]) -> list[dict]:
+    """Fact probes ``{"fact", "probe", "answer"}`` from a JSONL file (or a list of dicts), checked."""
+    fix = 'each line must be {"fact": ..., "probe": ..., "answer": ...}, e.g. tests/assets/facts.jsonl'
+    if isinstance(facts, (str, Path)):
+        rows = [row for _, row in _jsonl_rows(Path(facts), FACT_KEYS, fix)]
+        if not rows:
+            raise DistillError(f"{facts}: no facts in it; {fix}")
+    else:
+        rows = list(facts)
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict) or not all(isinstance(row.get(k), str) and row[k].strip() for k in FACT_KEYS):
+                raise DistillError(f"facts[{i}]: needs non-empty 'probe' and 'answer' strings; {fix}")
+    return [{"fact": row.get("fact") or f"{row['probe'].rstrip()} {row['answer'].strip()}", "probe": row["probe"], "answer": row["answer"]} for row in rows]
+
+
+def _answer_ids(tokenizer, probe: str, answer: str) -> tuple[list[int], list[int]]:
+    """Probe ids and the answer's ids as they continue the probe in running text (``probe + " " + answer``)."""
+    probe_ids = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
+    full = list(tokenizer(f"{probe} {answer}", add_special_tokens=False)["input_ids"])
+    shared = 0
+    while shared < min(len(probe_ids), len(full)) and probe_ids[shared] == full[shared]:
+        shared += 1
+    return full[:shared], full[shared:]
+
+
+def probe_facts(model, tokenizer, facts: str | Path | Sequence[dict], *, device=None) -> list[dict[str, Any]]:
+    """For each fact: ``{"fact", "probe", "answer", "rank", "logprob", "answer_tokens"}``.
+
+    ``logprob`` is the summed log-probability of every answer token after ``<s> probe`` (the answer
+    tokenised as it continues the probe after a space); ``rank`` is the rank of the answer's first
+    token among the whole vocabulary at that point (1 = top; ties count in the answer's favour);
+    ``answer_tokens`` are the answer's token strings.
+    """
+    import torch
+
+    device = device or _device_of(model)
+    results = []
+    for fact in load_facts(facts):
+        probe, answer = fact["probe"].rstrip(), fact["answer"].strip()
+        context, answer_ids = _answer_ids(tokenizer, probe, answer)
+        if not answer_ids:
+            raise DistillError(f"fact {fact['fact']!r}: the answer adds no tokens after the probe; check 'probe' and 'answer'")
+        ids = [tokenizer.bos_token_id, *context, *answer_ids]
+        with torch.inference_mode():
+            logprobs = torch.log_softmax(_logits(model, tokenizer, torch.tensor([ids], device=device))[0], dim=-1)  # (L, V)
+        first = len(context)  # row that predicts the first answer token (row 0 is after <s>)
+        picked = [float(logprobs[first + j, tok]) for j, tok in enumerate(answer_ids)]
+        row = logprobs[first]
+        rank = int((row > row[answer_ids[0]]).sum()) + 1
+        results.append({
+            "fact": fact["fact"],
+            "probe": fact["probe"],
+            "answer": fact["answer"],
+            "rank": rank,
+            "logprob": sum(picked),
+            "answer_tokens": [tokenizer.decode([tok], clean_up_tokenization_spaces=False) for tok in answer_ids],
+        })
+    return results
+
+
+def summarise_facts(probes: list[dict]) -> dict[str, Any]:
+    n = len(probes)
+    return {
+        "mean_rank": sum(p["rank"] for p in probes) / n,
+        "mean_logprob": sum(p["logprob"] for p in probes) / n,
+        "top1": sum(p["rank"] == 1 for p in probes),
+        "n": n,
+        "probes": probes,
+    }
+
+
+# ----------------------------------------------------------------------------- several models
+
+
+def _config_positions(model_dir: Path) -> int | None:
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    for key in ("max_position_embeddings", "n_positions"):
+        if isinstance(config.get(key), int):
+            return config[key]
+    return None
+
+
+def trained_seq_len(model_dir: str | Path) -> int | None:
+    """``seq_len`` from distill.json, else the config's position limit."""
+    info = read_model_info(model_dir)
+    if isinstance(info.get("seq_len"), int):
+        return info["seq_len"]
+    return _config_positions(Path(model_dir))
+
+
+def model_names(model_dirs: Sequence[str | Path]) -> dict[str, Path]:
+    """``{name: folder}``: distill.json's name (``role-name`` when two share it), else the folder name."""
+    names: dict[str, Path] = {}
+    for folder in map(Path, model_dirs):
+        info = read_model_info(folder)
+        base = str(info.get("name") or folder.name)
+        name = base if base not in names else f"{info.get('role') or 'model'}-{base}"
+        n = 2
+        while name in names:
+            name, n = f"{base}-{n}", n + 1
+        names[name] = folder
+    return names
+
+
+def _tokenizer_hash(tokenizer) -> str:
+    try:
+        from distill.tokenizer import tokenizer_sha256
+
+        return tokenizer_sha256(tokenizer)
+    except ImportError:  # distill.tokenizer unavailable: hash the serialised tokenizer directly
+        import hashlib
+
+        return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def evaluate_models(models: dict[str, str | Path], *, splits: dict[str, str | Path] | None = None,
+                    blimp_dir: str | Path | None = None, facts: str | Path | None = None, out_dir: str | Path,
+                    seq_len: int | None = None, batch_size: int = 8, device: str | None = None,
+                    log=_log) -> dict[str, Any]:
+    """Evaluate every model, write ``out_dir/report.json``, ``report.md`` and ``plots/*.png``; return the report.
+
+    ``models`` maps a display name to a model folder; ``splits`` maps a split name to a corpus split
+    file. ``seq_len`` defaults to the shortest trained context among the models, so every model is
+    scored on the same blocks. All inputs are checked before the first model loads; files are
+    written only when every model has been evaluated.
+    """
+    from distill import report as report_mod
+    from distill.generate import load_model
+
+    started = time.time()
+    splits = {name: Path(path) for name, path in (splits or {}).items()}
+    if not models:
+        raise DistillError("no models to evaluate; give model folders or a recipe whose models are trained")
+    folders = {name: check_model_dir(path) for name, path in models.items()}
+    for name, path in splits.items():
+        if not path.is_file():
+            raise DistillError(f"{path}: {name} split not found; build the corpus with python -m distill.corpus all --recipe RECIPE.yaml or fix --split {name}=PATH")
+    pairs = load_minimal_pairs(blimp_dir) if blimp_dir else None
+    fact_rows = load_facts(facts) if facts else None
+    if not splits and pairs is None and fact_rows is None:
+        raise DistillError("nothing to evaluate; give --split NAME=PATH, --blimp DIR or --facts FILE")
+    if seq_len is None:
+        lengths = [n for n in (trained_seq_len(p) for p in folders.values()) if n]
+        seq_len = min(lengths) if lengths else 128
+    notes: list[str] = []
+
+    entries: dict[str, dict[str, Any]] = {}
+    hashes = {}
+    for name, folder in folders.items():
+        log(f"evaluate: {name} ({folder})")
+        model, tokenizer, info = load_model(folder, device=device)
+        hashes[name] = _tokenizer_hash(tokenizer)
+        entry: dict[str, Any] = {
+            "path": str(folder),
+            "role": info.get("role") or "model",
+            "arch": info.get("arch") or getattr(model.config, "model_type", None),
+            "num_parameters": sum(p.numel() for p in model.parameters()),
+            "seq_len": info.get("seq_len"),
+            "tokenizer_sha256": hashes[name],
+            "training": info.get("metrics") or {},
+            "perplexity": {},
+            "blimp": None,
+            "facts": None,
+        }
+        for split, path in splits.items():
+            entry["perplexity"][split] = perplexity(model, tokenizer, path, seq_len=seq_len, batch_size=batch_size)
+            log(f"  {split} ppl {entry['perplexity'][split]['ppl']:.2f} ({entry['perplexity'][split]['tokens']} tokens)")
+        if pairs is not None:
+            entry["blimp"] = score_pairs(model, tokenizer, pairs, batch_size=max(batch_size, 32))
+            log(f"  minimal pairs {entry['blimp']['overall']['accuracy']:.1%} of {entry['blimp']['overall']['n']}")
+        if fact_rows is not None:
+            entry["facts"] = summarise_facts(probe_facts(model, tokenizer, fact_rows))
+            log(f"  facts mean rank {entry['facts']['mean_rank']:.1f}, mean logprob {entry['facts']['mean_logprob']:.2f}")
+        entries[name] = entry
+        del model
+        gc.collect()
+    if len(set(hashes.values())) > 1:
+        notes.append("the models do not share one tokenizer: their perplexities are per token of different vocabularies and do not compare")
+
+    report = {
+        "format_version": 1,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seq_len": seq_len,
+        "splits": {name: str(path) for name, path in splits.items()},
+        "blimp_dir": str(blimp_dir) if blimp_dir else None,
+        "facts": str(facts) if facts else None,
+        "models": entries,
+        "notes": notes,
+        "wall_time_s": round(time.time() - started, 1),
+    }
+    metrics = {name: report_mod.read_metrics(folder) for name, folder in folders.items()}
+    return report_mod.write_report(report, out_dir, metrics)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise DistillError(f"{message}; see {self.prog} --help")
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = _Parser(prog="python -m distill.evaluate", description="Evaluate trained models side by side and write a report.")
+    parser.add_argument("inputs", nargs="+", metavar="MODEL_DIR|RECIPE.yaml", help="model folders, or a recipe YAML followed by key=value overrides")
+    parser.add_argument("--split", action="append", default=[], metavar="NAME=PATH", help="a corpus split file to score perplexity on (repeatable)")
+    parser.add_argument("--blimp", metavar="DIR", help="folder of BLiMP-format *.jsonl minimal pairs")
+    parser.add_argument("--facts", metavar="FILE", help="JSONL of fact probes {fact, probe, answer}")
+    parser.add_argument("--out", metavar="DIR", help="report folder (default with a recipe: {output_dir}/report)")
+    parser.add_argument("--seq-len", type=int, help="block length for perplexity (default: the models' trained seq_len)")
+    parser.add_argument("--batch-size", type=int, default=8, help="blocks per forward pass (default 8)")
+    parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if present)")
+    return parser.parse_args(argv)
+
+
+def _parse_splits(items: list[str]) -> dict[str, Path]:
+    splits = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise DistillError(f"--split {item}: expected NAME=PATH, e.g. --split val=models/tiny/corpus/val.txt")
+        splits[name] = Path(path)
+    return splits
+
+
+def recipe_plan(recipe_path: str, overrides: Sequence[str]) -> dict[str, Any]:
+    """What ``evaluate recipe.yaml`` evaluates: the finished model folders, splits, BLiMP, facts, out."""
+    try:
+        from distill.recipe import load_recipe
+    except ImportError:
+        raise DistillError("recipe support needs distill.recipe, which is not available; pass model folders instead") from None
+    recipe = load_recipe(recipe_path, overrides)
+    paths = recipe.paths
+    candidates = [paths.teacher(t.name) for t in recipe.teachers] + [paths.student]
+    if getattr(recipe.student, "baseline", True):
+        candidates.append(paths.baseline)
+    finished = [p for p in candidates if (p / "distill.json").is_file()]
+    for folder in candidates:
+        if folder.exists() and folder not in finished:
+            _log(f"evaluate: skipping {folder}: not finished (no distill.json)")
+    if not finished:
+        raise DistillError(f"{paths.root}: no trained models yet; train them with python -m distill run {recipe.command_hint()}")
+    return {
+        "models": model_names(finished),
+        "splits": {name: paths.split(name) for name in recipe.evaluate.splits},
+        "blimp_dir": recipe.evaluate.blimp_dir,
+        "facts": recipe.evaluate.facts or recipe.corpus.facts,
+        "out_dir": paths.report,
+        "seq_len": recipe.data.seq_len,
+    }
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    if args.inputs[0].endswith((".yaml", ".yml")):
+        overrides = args.inputs[1:]
+        for item in overrides:
+            if "=" not in item:
+                raise DistillError(f"{item}: after a recipe only key=value overrides may follow; evaluate model folders without a recipe")
+        plan = recipe_plan(args.inputs[0], overrides)
+        plan["splits"].update(_parse_splits(args.split))
+        for key, value in (("blimp_dir", args.blimp), ("facts", args.facts), ("out_dir", args.out), ("seq_len", args.seq_len)):
+            if value is not None:
+                plan[key] = value
+    else:
+        if args.out is None:
+            raise DistillError("--out: missing; say where to write the report, e.g. --out models/tiny/report")
+        plan = {"models": model_names(args.inputs), "splits": _parse_splits(args.split), "blimp_dir": args.blimp,
+                "facts": args.facts, "out_dir": args.out, "seq_len": args.seq_len}
+    report = evaluate_models(plan.pop("models"), batch_size=args.batch_size, device=args.device, **plan)
+    from distill.report import summary_table
+
+    print(summary_table(report))
+    print(f"\nreport: {Path(plan['out_dir']) / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
