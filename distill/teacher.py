@@ -36,7 +36,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", action="append", metavar="NAME", help="train only this teacher (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue unfinished runs from their newest checkpoint")
     parser.add_argument("--force", action="store_true", help="retrain teachers even if their finished folder exists")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # overrides may come after options
 
 
 def _check_tokenizer(recipe: Recipe) -> None:

@@ -1,0 +1,266 @@
+"""The student stage and ``distill.Student``: the loss it trains on, the cache path, 2 processes, resume."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REPO, tiny_recipe_dict, write_recipe, write_splits
+from distill import Student
+from distill.errors import DistillError
+from distill.recipe import load_recipe
+from distill.student import _KDLoss, main
+from distill.training import LossWindow
+
+
+def _env() -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", ACCELERATE_USE_CPU="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _rows(folder) -> list[dict]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny recipe whose tokenizer and two teachers are trained (once for this module)."""
+    from distill.teacher import main as teacher_main
+
+    root = tmp_path_factory.mktemp("student")
+    data = tiny_recipe_dict(root / "out")
+    write_splits(root / "out" / "corpus")
+    recipe = write_recipe(root / "tiny.yaml", data)
+    assert teacher_main([str(recipe)]) == 0
+    return recipe
+
+
+@pytest.fixture
+def recipe(trained, tmp_path):
+    """A fresh output folder per test that shares the module's corpus, tokenizer and teachers."""
+    source = load_recipe(trained).paths.root
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("corpus", "tokenizer", "teachers", "tokens"):
+        shutil.copytree(source / name, out / name)
+    data = tiny_recipe_dict(out)
+    return write_recipe(tmp_path / "tiny.yaml", data)
+
+
+def test_student_api_distills_saves_loads_and_generates(recipe, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    student = Student.from_recipe(recipe, alpha=0.6, training__epochs=2)
+    assert [t.name for t in student.teachers] == ["llama", "gpt2"]
+    metrics = student.distill()
+    folder = load_recipe(recipe).paths.student
+    info = json.loads((folder / "distill.json").read_text())
+    assert info["role"] == "student" and info["loss"]["alpha"] == 0.6 and set(info["teacher_hashes"]) == {"llama", "gpt2"}
+    assert info["metrics"]["val_ppl"] == pytest.approx(metrics["val_ppl"]) and metrics["steps"] == 2 * 74
+    rows = [r for r in _rows(folder) if r["split"] == "train"]
+    assert rows and all({"loss", "ce", "kl"} <= set(r) for r in rows)
+    for row in rows:  # the logged blend is exactly alpha * CE + (1 - alpha) * KL
+        assert row["loss"] == pytest.approx(0.6 * row["ce"] + 0.4 * row["kl"], rel=1e-6)
+    assert rows[-1]["ce"] < rows[0]["ce"] and rows[-1]["kl"] < rows[0]["kl"]
+
+    # The folder is a plain transformers model folder.
+    model = AutoModelForCausalLM.from_pretrained(str(folder))
+    assert type(model).__name__ == "LlamaForCausalLM" and model.config.hidden_size == 32
+    assert AutoTokenizer.from_pretrained(str(folder)).bos_token_id == 1
+
+    text = student.generate("London was", max_new_tokens=6, temperature=0)
+    assert isinstance(text, str) and text
+    saved = student.save(tmp_path / "copy")
+    again = Student.load(saved)
+    assert again.generate("London was", max_new_tokens=6, temperature=0) == text
+    assert again.metrics["val_ppl"] == pytest.approx(metrics["val_ppl"])
+    assert len(again.generate("London was", max_new_tokens=4, num_samples=3, seed=1)) == 3
+
+
+def test_kd_loss_of_the_loop_equals_the_full_tensor_reference(trained):
+    """The fused loss the loop uses (hook + chunked lm_head + per-chunk teacher heads) against
+    ``F.cross_entropy`` and ``F.kl_div`` on full logits, in value and gradient."""
+    import torch.nn.functional as F
+    from accelerate import Accelerator
+
+    student = Student.from_loaded_recipe(load_recipe(trained, ["student.alpha=0.3", "student.temperature=1.5", "student.chunk_size=7"]))
+    model = student.build_model()
+    teachers = [student._load_teacher(t) for t in student.teachers]
+    ids = torch.randint(3, 400, (3, 32))
+    batch = {"input_ids": ids, "labels": ids.clone()}
+    n = int((ids[:, 1:] != -100).sum())
+    window = LossWindow(num_tokens=torch.tensor(n), num_sequences=3, num_micro_batches=1, step=1)
+    loss, logs = _KDLoss(student, teachers=teachers, accelerator=Accelerator(cpu=True))(model, batch, window)
+    loss.backward()
+    grad = model.lm_head.weight.grad.clone()
+    model.zero_grad()
+
+    logits = model(input_ids=ids).logits[:, :-1]  # (B, T-1, V)
+    with torch.no_grad():
+        mean = torch.stack([t(input_ids=ids).logits[:, :-1, :400] for t in teachers]).mean(0)
+    ce = F.cross_entropy(logits.reshape(-1, 400), ids[:, 1:].reshape(-1))
+    kl = F.kl_div(
+        F.log_softmax(logits.reshape(-1, 400) / 1.5, -1), F.log_softmax(mean.reshape(-1, 400) / 1.5, -1), log_target=True, reduction="batchmean"
+    ) * 1.5**2
+    reference = 0.3 * ce + 0.7 * kl
+    reference.backward()
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
+    assert float(logs["ce"]) == pytest.approx(ce.item(), rel=1e-5) and float(logs["kl"]) == pytest.approx(kl.item(), rel=1e-5)
+    torch.testing.assert_close(grad, model.lm_head.weight.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_legacy_batchmean_is_the_same_over_an_accumulation_window(trained):
+    """BabyLlama's KL / batch size: one batch of 4 == two accumulated micro-batches of 2."""
+    from accelerate import Accelerator
+
+    student = Student.from_loaded_recipe(load_recipe(trained, ["student.kl_reduction=legacy_batchmean", "student.alpha=0.5"]))
+    model = student.build_model()
+    teachers = [student._load_teacher(t) for t in student.teachers]
+    loss_fn = _KDLoss(student, teachers=teachers, accelerator=Accelerator(cpu=True))
+    ids = torch.randint(3, 400, (4, 32))
+    n = int((ids[:, 1:] != -100).sum())
+
+    def window(count):
+        return LossWindow(num_tokens=torch.tensor(n), num_sequences=4, num_micro_batches=count, step=1)
+
+    whole, whole_logs = loss_fn(model, {"input_ids": ids, "labels": ids.clone()}, window(1))
+    whole.backward()
+    grad = model.lm_head.weight.grad.clone()
+    model.zero_grad()
+    parts = [loss_fn(model, {"input_ids": ids[i : i + 2], "labels": ids[i : i + 2].clone()}, window(2)) for i in (0, 2)]
+    total = sum(p[0] for p in parts)
+    total.backward()
+    assert total.item() == pytest.approx(whole.item(), rel=1e-5)
+    assert sum(float(p[1]["kl"]) for p in parts) == pytest.approx(float(whole_logs["kl"]), rel=1e-5)
+    torch.testing.assert_close(grad, model.lm_head.weight.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_logit_cache_trains_close_to_live_and_refuses_other_settings(recipe, capsys):
+    live = ["--only", "student"]
+    assert main([str(recipe), *live]) == 0
+    paths = load_recipe(recipe).paths
+    live_ppl = json.loads((paths.student / "distill.json").read_text())["metrics"]["val_ppl"]
+
+    cached = ["student.logit_cache.enabled=true", "student.logit_cache.top_k=64"]
+    assert main([str(recipe), *cached, "--only", "student", "--force"]) == 0
+    info = json.loads((paths.student / "distill.json").read_text())
+    assert info["loss"]["logit_cache"] is True
+    manifest = json.loads((paths.teacher_logits / "manifest.json").read_text())
+    assert manifest["top_k"] == 64 and manifest["num_blocks"] > 0 and manifest["temperature"] == 2.0
+    # top-64 of 400 tokens keeps most of the mass: the cached run lands near the live one
+    assert info["metrics"]["val_ppl"] == pytest.approx(live_ppl, rel=0.05)
+    capsys.readouterr()
+
+    # A cache made at another temperature is refused with the key, both values and the fix.
+    assert main([str(recipe), *cached, "student.temperature=3.0", "--only", "student", "--force"]) == 2
+    err = capsys.readouterr().err
+    assert "temperature is 2.0 in the logit cache but this run expects 3.0" in err and "logit_cache.enabled=false" in err
+
+    # ... and so is one made by other teachers.
+    teacher = paths.teacher("llama") / "model.safetensors"
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(teacher)
+    weights["lm_head.weight"] = weights["lm_head.weight"] * 1.01
+    save_file(weights, teacher, metadata={"format": "pt"})
+    assert main([str(recipe), *cached, "--only", "student", "--force"]) == 2
+    assert "teacher_hashes" in capsys.readouterr().err
+
+
+def test_baseline_is_the_same_student_without_teachers(recipe, capsys):
+    assert main([str(recipe), "--baseline"]) == 0
+    paths = load_recipe(recipe).paths
+    info = json.loads((paths.baseline / "distill.json").read_text())
+    assert info["role"] == "baseline" and info["loss"]["alpha"] == 1.0 and "teacher_hashes" not in info
+    assert not paths.student.exists()
+    rows = [r for r in _rows(paths.baseline) if r["split"] == "train"]
+    assert all(r["ce"] == pytest.approx(r["loss"]) and "kl" not in r for r in rows)
+    # the recipe default trains both; the finished baseline is skipped
+    assert main([str(recipe)]) == 0
+    out = capsys.readouterr().out
+    assert "baseline: finished" in out and "student: val loss" in out
+    student = json.loads((paths.student / "distill.json").read_text())
+    assert student["metrics"]["steps"] == info["metrics"]["steps"] and student["metrics"]["train_tokens"] == info["metrics"]["train_tokens"]
+
+
+def test_mismatched_tokenizer_and_missing_teachers_are_refused(recipe, tmp_path, capsys):
+    from distill.tokenizer import train_tokenizer
+
+    paths = load_recipe(recipe).paths
+    other = train_tokenizer(paths.split("train"), 300, 2, tmp_path / "other-tokenizer")
+    with pytest.raises(DistillError, match="trained with another tokenizer"):
+        Student(load_recipe(recipe).student, [paths.teacher("llama")], other, seq_len=32)
+    with pytest.raises(DistillError, match="needs teachers"):
+        Student({"arch": "llama", "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64}, [], other)
+
+    shutil.rmtree(paths.teacher("gpt2"))
+    assert main([str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert str(paths.teacher("gpt2")) in err and "accelerate launch -m distill.teacher" in err
+    assert main([str(recipe), "student.alpa=0.3"]) == 2
+    assert "did you mean 'alpha'" in capsys.readouterr().err
+
+
+def test_two_processes_distill_a_loadable_student(recipe):
+    from transformers import pipeline
+
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--main_process_port", str(_free_port()), "-m", "distill.student", str(recipe), "--only", "student",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = load_recipe(recipe).paths.student
+    info = json.loads((folder / "distill.json").read_text())
+    assert info["metrics"]["num_processes"] == 2 and info["metrics"]["effective_batch_size"] == 16
+    assert info["metrics"]["steps"] == 37  # 589 blocks / (8 x 2) per step, rounded up
+    generator = pipeline("text-generation", model=str(folder), device="cpu")
+    assert generator("London was", max_new_tokens=4, do_sample=False)[0]["generated_text"].startswith("London was")
+
+
+def test_sigterm_then_resume_matches_uninterrupted_run(recipe, capsys):
+    overrides = ["student.training.epochs=3", "student.training.save_every=20", "--only", "student"]
+    folder = load_recipe(recipe).paths.student
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "distill.student", str(recipe), *overrides],
+        cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while not (folder / "checkpoints" / "step-20").is_dir():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr[-3000:]
+    assert "continue with --resume" in stderr and not (folder / "distill.json").exists()
+
+    assert main([str(recipe), *overrides]) == 2  # an unfinished run is pointed out, not overwritten
+    assert "--resume" in capsys.readouterr().err
+    assert main([str(recipe), *overrides, "--resume"]) == 0
+    resumed = json.loads((folder / "distill.json").read_text())["metrics"]
+    resumed_rows = _rows(folder)
+    shutil.move(folder, folder.with_name("student-resumed"))
+
+    assert main([str(recipe), *overrides]) == 0
+    reference = json.loads((folder / "distill.json").read_text())["metrics"]
+    assert resumed["steps"] == reference["steps"] == 3 * 74
+    assert abs(resumed["val_loss"] - reference["val_loss"]) < 1e-4
+    for a, b in zip(resumed_rows, _rows(folder)):
+        assert (a["step"], a["split"]) == (b["step"], b["split"])
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-4)
