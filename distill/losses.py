@@ -646,6 +646,8 @@ def teacher_head_target(
     heads = [(w.detach(), None if b is None else b.detach()) for w, b in zip(weights, biases)]
 
     def target(rows: Tensor) -> list[Tensor]:
-        return [F.linear(h[rows.to(h.device)], w, b).to(rows.device) for h, (w, b) in zip(flats, heads)]
+        # A teacher in bf16 may hand over fp32 hidden states (its final LayerNorm runs in fp32 under
+        # autocast): each head runs in its own weight's dtype.
+        return [F.linear(h[rows.to(h.device)].to(w.dtype), w, b).to(rows.device) for h, (w, b) in zip(flats, heads)]
 
     return target

@@ -30,6 +30,7 @@ def model_config(model_cfg: ModelConfig, vocab_size: int, seq_len: int):
             num_key_value_heads=model_cfg.num_kv_heads or model_cfg.num_heads,
             max_position_embeddings=2 * seq_len,
             tie_word_embeddings=tie,
+            attention_dropout=model_cfg.dropout or 0.0,
             **common,
         )
     if model_cfg.arch == "gpt2":
@@ -41,6 +42,7 @@ def model_config(model_cfg: ModelConfig, vocab_size: int, seq_len: int):
             n_inner=model_cfg.intermediate_size or 4 * model_cfg.hidden_size,
             n_positions=2 * seq_len,
             tie_word_embeddings=tie,
+            **({} if model_cfg.dropout is None else dict(resid_pdrop=model_cfg.dropout, embd_pdrop=model_cfg.dropout, attn_pdrop=model_cfg.dropout)),
             **common,
         )
     raise ValueError(f"unknown arch {model_cfg.arch!r}")

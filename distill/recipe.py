@@ -170,6 +170,7 @@ class ModelConfig(_Section):
     intermediate_size: Optional[int] = None  # MLP width; required for llama, gpt2 defaults to 4 * hidden_size
     num_kv_heads: Optional[int] = None  # llama only: key/value heads for grouped-query attention (null = num_heads)
     tie_embeddings: Optional[bool] = None  # share input and output embeddings; null = arch default (llama no, gpt2 yes)
+    dropout: Optional[float] = None  # dropout probability; null = arch default (gpt2 0.1 on residual, embedding and attention; llama 0.0)
     training: TrainingConfig = field(default_factory=TrainingConfig)  # optimisation settings of this model
 
     def __post_init__(self):
@@ -206,6 +207,8 @@ class ModelConfig(_Section):
                     f"{key}.num_kv_heads: {self.num_kv_heads} must divide num_heads {self.num_heads}; "
                     f"pick a divisor of {self.num_heads}"
                 )
+        if _ok(self.dropout) and self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            out.append(f"{key}.dropout: {self.dropout} must be in [0, 1), or null for the arch default")
         if isinstance(self.training, TrainingConfig):
             out += self.training.problems(f"{key}.training", recipe)
         return out
@@ -275,7 +278,7 @@ class StudentConfig(ModelConfig):
 class GenerateConfig(_Section):
     prompts: list[str] = field(default_factory=lambda: ["London was"])  # prompts sampled after training
     max_new_tokens: int = 60  # tokens generated per prompt
-    temperature: float = 0.8  # sampling temperature (0 is not allowed; use top_k: 1 for greedy)
+    temperature: float = 0.8  # sampling temperature (0 = greedy decoding)
     top_k: int = 50  # sample among the k most likely tokens (0 = no limit)
     top_p: float = 0.95  # nucleus sampling mass (1.0 = no limit)
     repetition_penalty: float = 1.1  # >1 discourages repeating tokens
@@ -285,8 +288,10 @@ class GenerateConfig(_Section):
         out = []
         if _ok(self.max_new_tokens) and self.max_new_tokens < 1:
             out.append(f"{key}.max_new_tokens: {self.max_new_tokens} must be 1 or more")
-        if _ok(self.temperature) and not self.temperature > 0:
-            out.append(f"{key}.temperature: {self.temperature} must be positive; use top_k: 1 for greedy decoding")
+        if _ok(self.prompts) and (not self.prompts or not all(_ok(p) and p.strip() for p in self.prompts)):
+            out.append(f"{key}.prompts: {self.prompts} must be a list of non-empty prompts, e.g. [\"London was\"]")
+        if _ok(self.temperature) and self.temperature < 0:
+            out.append(f"{key}.temperature: {self.temperature} is negative; use 0 for greedy decoding or a positive value such as 0.8")
         if _ok(self.top_k) and self.top_k < 0:
             out.append(f"{key}.top_k: {self.top_k} must be 0 (no limit) or more")
         if _ok(self.top_p) and not 0 < self.top_p <= 1:

@@ -5,8 +5,9 @@
 
 Setup checks everything before any training starts: the recipe, the corpus splits, the tokenizer
 (trained here if missing; a stale one is refused) and unfinished runs. A teacher whose finished
-folder exists (``distill.json``) for the current tokenizer is skipped unless ``--force``. A run
-stopped by SIGTERM saves a checkpoint and exits with code 143; ``--resume`` continues it.
+folder exists (``distill.json``) for the current tokenizer and recipe section is skipped unless
+``--force``; one made with another tokenizer or other settings is retrained. A run stopped by
+SIGTERM saves a checkpoint and exits with code 143; ``--resume`` continues it.
 """
 from __future__ import annotations
 
@@ -37,6 +38,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="continue unfinished runs from their newest checkpoint")
     parser.add_argument("--force", action="store_true", help="retrain teachers even if their finished folder exists")
     return parser.parse_intermixed_args(argv)  # overrides may come after options
+
+
+def out_of_date(folder: Path, teacher: ModelConfig, tok_hash: str) -> str | None:
+    """Why a finished teacher folder must be retrained (None: same tokenizer and same recipe section)."""
+    info = json.loads((folder / "distill.json").read_text(encoding="utf-8"))
+    if info.get("tokenizer_sha256") != tok_hash:
+        return "it was trained with another tokenizer"
+    if info.get("recipe") != teacher.to_dict():
+        return "the recipe's section for this teacher has changed"
+    return None
 
 
 def _check_tokenizer(recipe: Recipe) -> None:
@@ -97,13 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     for teacher in chosen:
         folder = recipe.paths.teacher(teacher.name)
         if is_finished(folder) and not args.force:
-            info = json.loads((folder / "distill.json").read_text(encoding="utf-8"))
-            if info.get("tokenizer_sha256") == tok_hash:
+            reason = out_of_date(folder, teacher, tok_hash)
+            if reason is None:
                 if state.is_main_process:
                     print(f"{teacher.name}: finished in {folder}, skipping (--force retrains it)")
                 continue
             if state.is_main_process:
-                print(f"{teacher.name}: {folder} was trained with another tokenizer; retraining", file=sys.stderr)
+                print(f"{teacher.name}: {folder} is out of date ({reason}); retraining", file=sys.stderr)
         todo.append(teacher)
     if not todo:
         return 0

@@ -170,3 +170,12 @@ def test_cli_prints_one_error_and_exits_2(capsys):
     assert main([str(ASSETS / "recipes" / "typo.yaml")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "did you mean 'alpha'" in err and "Traceback" not in err
+
+
+def test_generate_temperature_zero_is_greedy_and_negative_is_refused(tmp_path):
+    path = write_recipe(tmp_path / "r.yaml", tiny_recipe_dict(tmp_path / "out"))
+    assert load_recipe(path, ["generate.temperature=0"]).generate.temperature == 0.0  # greedy, as distill.generate does
+    with pytest.raises(DistillError, match=r"generate.temperature: -0.5 is negative; use 0 for greedy"):
+        load_recipe(path, ["generate.temperature=-0.5"])
+    with pytest.raises(DistillError, match=r"generate.prompts: \[\] must be a list of non-empty prompts"):
+        load_recipe(path, ["generate.prompts=[]"])

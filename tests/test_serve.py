@@ -107,6 +107,10 @@ def test_generate_is_seeded(server):
     assert post(server, "/api/generate", body).json()["text"] == data["text"]
     # model may be left out when only one is served
     assert post(server, "/api/generate", {"prompt": "The river", "max_new_tokens": 4}).status_code == 200
+    # temperature 0 is greedy, as in the recipe and distill.generate: the seed does not matter
+    greedy = [post(server, "/api/generate", {"prompt": "The river", "max_new_tokens": 6, "temperature": 0, "seed": s}) for s in (1, 2)]
+    assert greedy[0].status_code == 200, greedy[0].text
+    assert greedy[0].json()["text"] == greedy[1].json()["text"]
 
 
 def test_stream_sends_pieces_then_done(server):

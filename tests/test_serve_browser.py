@@ -1,7 +1,8 @@
 """The serve page in headless Chromium: type a prompt, click Generate, watch two columns fill in.
 
-Needs Debian's ``chromium`` and the ``playwright`` package (its bundled driver only; no browser
-download): ``apt-get install -y chromium`` and ``pip install playwright``. Skipped without them.
+Needs Debian's ``chromium`` at /usr/bin/chromium and the ``playwright`` package (its bundled driver
+only; no browser download): ``apt-get install -y chromium`` (``.ci/run`` does it where apt-get works)
+and ``pip install -e ".[dev]"`` (which brings playwright). Skipped without them.
 """
 from __future__ import annotations
 

@@ -264,3 +264,33 @@ def test_sigterm_then_resume_matches_uninterrupted_run(recipe, capsys):
     for a, b in zip(resumed_rows, _rows(folder)):
         assert (a["step"], a["split"]) == (b["step"], b["split"])
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-4)
+
+
+def test_bf16_teachers_with_fp32_hidden_states(trained):
+    """Teachers kept in bf16 (as on a GPU with mixed precision) whose last norm hands back fp32."""
+    from accelerate import Accelerator
+
+    student = Student.from_loaded_recipe(load_recipe(trained))
+    model = student.build_model()
+    teachers = [student._load_teacher(t).to(torch.bfloat16) for t in student.teachers]
+    ids = torch.randint(3, 400, (2, 32))
+    n = int((ids[:, 1:] != -100).sum())
+    window = LossWindow(num_tokens=torch.tensor(n), num_sequences=2, num_micro_batches=1, step=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, logs = _KDLoss(student, teachers=teachers, accelerator=Accelerator(cpu=True))(model, {"input_ids": ids, "labels": ids.clone()}, window)
+    loss.backward()
+    assert torch.isfinite(loss) and float(logs["kl"]) > 0
+    assert model.lm_head.weight.grad is not None and torch.isfinite(model.lm_head.weight.grad).all()
+
+
+def test_teacher_heads_accept_hidden_states_in_another_dtype():
+    """GPT-2's ln_f runs in fp32 under GPU autocast while its lm_head is bf16: the head must cope."""
+    from distill.losses import teacher_head_target
+
+    hidden = torch.randn(2, 4, 8)  # fp32
+    weight = torch.randn(10, 8)
+    rows = torch.tensor([0, 3, 5])
+    (bf16,) = teacher_head_target([hidden], [weight.to(torch.bfloat16)])(rows)
+    (fp32,) = teacher_head_target([hidden], [weight])(rows)
+    assert bf16.dtype == torch.bfloat16 and bf16.shape == (3, 10)
+    torch.testing.assert_close(bf16.float(), fp32, rtol=0.05, atol=0.1)

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import REPO
 from distill.recipe import load_recipe
-from distill.teacher import main
+from distill.teacher import main, out_of_date
 
 RESUME_TOLERANCE = 1e-4  # val loss, resumed vs uninterrupted (single process on CPU: equal in practice)
 
@@ -142,3 +142,14 @@ def test_input_errors_exit_2_before_training(tiny_recipe, capsys):
     err = capsys.readouterr().err
     assert "trained with vocab_size 400 but the recipe says 500" in err and "--force" in err
     assert not recipe.paths.teacher("llama").exists()
+
+
+def test_a_finished_teacher_is_out_of_date_with_another_tokenizer_or_other_settings(tiny_recipe, tmp_path):
+    teacher = load_recipe(tiny_recipe).teachers[0]
+    folder = tmp_path / "llama"
+    folder.mkdir()
+    (folder / "distill.json").write_text(json.dumps({"tokenizer_sha256": "a" * 64, "recipe": teacher.to_dict()}), encoding="utf-8")
+    assert out_of_date(folder, teacher, "a" * 64) is None
+    assert out_of_date(folder, teacher, "b" * 64) == "it was trained with another tokenizer"
+    changed = load_recipe(tiny_recipe, ["teachers.llama.training.lr=1e-2"]).teachers[0]
+    assert out_of_date(folder, changed, "a" * 64) == "the recipe's section for this teacher has changed"

@@ -1,6 +1,6 @@
 """``python -m distill.corpus {scrape,convert,combine,clean,split,all}``: the corpus stages.
 
-    python -m distill.corpus scrape --out data/raw --limit 100
+    python -m distill.corpus scrape --out data/raw --contact you@example.org --limit 100
     python -m distill.corpus convert --source data/raw --out data/text
     python -m distill.corpus combine --source data/text --out data/combined.txt
     python -m distill.corpus clean --input data/combined.txt --out data/cleaned.txt
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backoff", type=float, default=1.0, help="first retry wait in seconds, doubled each time, unless Retry-After says otherwise (default 1.0)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer (default 30)")
     p.add_argument("--batch-size", type=_int_arg, default=20, help="articles per API request, at most 50 (default 20)")
-    p.add_argument("--contact", default=None, help="contact URL or e-mail sent in the User-Agent (please set your own)")
+    p.add_argument("--contact", default=None, help="your e-mail address or project page, sent in the User-Agent (required for Wikimedia sites)")
 
     p = sub.add_parser("convert", help="raw articles to one .txt per article", description="Convert scraped article JSON (or the 1810 volume files) into one .txt per article: title line, then the body.")
     p.add_argument("--source", required=True, help="folder (or file) of scraped .json articles or 1810 vol*.json files")
@@ -117,7 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     if args.command == "scrape":
-        from distill.corpus.mediawiki import DEFAULT_CONTACT
         from distill.corpus.scrape import scrape
 
         stored = 0
@@ -130,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         result = scrape(
             args.out, base_url=args.base_url, limit=args.limit, volume=args.volume, concurrency=args.concurrency,
             delay=args.delay, retries=args.retries, backoff=args.backoff, timeout=args.timeout,
-            batch_size=args.batch_size, contact=args.contact or DEFAULT_CONTACT, progress=report,
+            batch_size=args.batch_size, contact=args.contact, progress=report,
         )
         _print(result.as_dict())
     elif args.command == "convert":

@@ -25,7 +25,12 @@ def load_source_texts(source: str | Path) -> list[str]:
             return [a.text.strip() for a in convert_source(source).articles]
         return list(iter_records(source))
     if not source.is_dir():
-        raise DistillError(f"{source}: not found; give --source a folder of per-article .txt files (e.g. corpora/britannica-sample, run from the repository root), scraped .json files or a record file")
+        raw = source.with_name(f"{source.name}-raw")
+        raise DistillError(
+            f"{source}: not found; build it first with python -m distill.corpus scrape --out {raw} --contact YOUR_EMAIL "
+            f"&& python -m distill.corpus convert --source {raw} --out {source}, or point --source (corpus.source in a recipe) at an existing folder "
+            "such as corpora/britannica-sample (relative paths start at the working directory: run from the repository root)"
+        )
     if any(source.glob("*.txt")):
         return read_text_articles(source)
     if any(source.glob("*.json")):

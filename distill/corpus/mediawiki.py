@@ -4,6 +4,9 @@ Wikimedia's API etiquette: a descriptive User-Agent with contact details, few re
 ``maxlag`` so busy servers can turn us away, and a wait when told to (429/503 with
 ``Retry-After``, or a ``maxlag`` error). Retries are capped; after the last one the run stops with
 a one-line :class:`DistillError` that names the URL.
+
+The contact in the User-Agent is the person running the scrape: there is no project-wide default,
+and a Wikimedia host (en.wikisource.org, ...) is refused without one (``--contact``).
 """
 from __future__ import annotations
 
@@ -11,14 +14,14 @@ import email.utils
 import threading
 import time
 from typing import Iterator
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import requests
 
 from distill import __version__
 from distill.errors import DistillError
 
-DEFAULT_CONTACT = "https://github.com/distill-lm/distill"
+WIKIMEDIA_DOMAINS = ("wikisource.org", "wikipedia.org", "wikimedia.org", "wikidata.org")  # their policy asks for a contact
 RETRY_STATUS = {429, 500, 502, 503, 504}
 MAX_WAIT_S = 300.0  # never sleep longer than this on one Retry-After
 
@@ -27,8 +30,25 @@ class Cancelled(Exception):
     """Raised instead of starting a request once :attr:`MediaWikiClient.cancelled` is set."""
 
 
-def user_agent(contact: str = DEFAULT_CONTACT) -> str:
-    return f"distill-corpus/{__version__} ({contact}; 1911 Britannica research corpus builder) python-requests/{requests.__version__}"
+def user_agent(contact: str | None = None) -> str:
+    """``distill-corpus/VERSION (CONTACT; purpose) python-requests/VERSION``, the form Wikimedia asks for."""
+    who = f"{contact.strip()}; " if contact and contact.strip() else ""
+    return f"distill-corpus/{__version__} ({who}1911 Britannica research corpus builder) python-requests/{requests.__version__}"
+
+
+def is_wikimedia(base_url: str) -> bool:
+    host = (urlsplit(base_url).hostname or "").lower()
+    return any(host == domain or host.endswith("." + domain) for domain in WIKIMEDIA_DOMAINS)
+
+
+def check_contact(base_url: str, contact: str | None) -> None:
+    """DistillError when a Wikimedia host would get no contact in the User-Agent."""
+    if is_wikimedia(base_url) and not (contact and contact.strip()):
+        host = urlsplit(base_url).hostname
+        raise DistillError(
+            f"--contact: required for {host}; Wikimedia's User-Agent policy asks for a way to reach whoever runs "
+            "the scraper: pass your e-mail address or a web page about your project, e.g. --contact you@example.org"
+        )
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -56,13 +76,14 @@ class MediaWikiClient:
         self,
         base_url: str,
         *,
-        contact: str = DEFAULT_CONTACT,
+        contact: str | None = None,
         delay: float = 1.0,
         retries: int = 5,
         backoff: float = 1.0,
         timeout: float = 30.0,
         maxlag: int = 5,
     ) -> None:
+        check_contact(base_url, contact)
         self.base_url = base_url.rstrip("/")
         self.api_url = f"{self.base_url}/w/api.php"
         self.user_agent = user_agent(contact)

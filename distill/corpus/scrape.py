@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Iterator
 from urllib.parse import quote
 
 from distill.atomic import atomic_write_json
-from distill.corpus.mediawiki import DEFAULT_CONTACT, MediaWikiClient
+from distill.corpus.mediawiki import MediaWikiClient
 from distill.corpus.naming import ARTICLE_PREFIX, article_filename
 from distill.corpus.wikitext import page_titles, volume_of
 from distill.errors import DistillError
@@ -133,7 +133,7 @@ def scrape(
     backoff: float = 1.0,
     timeout: float = 30.0,
     batch_size: int = 20,
-    contact: str = DEFAULT_CONTACT,
+    contact: str | None = None,
     progress: Callable[[str, Path], None] | None = None,
 ) -> ScrapeResult:
     """Fetch 1911 Britannica articles into ``out`` (one JSON each), skipping stored ones.
@@ -150,8 +150,8 @@ def scrape(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DistillError(f"{out}: exists and is not a folder; give a folder for the scraped articles")
-    out.mkdir(parents=True, exist_ok=True)
     client = MediaWikiClient(base_url, contact=contact, delay=delay, retries=retries, backoff=backoff, timeout=timeout)
+    out.mkdir(parents=True, exist_ok=True)
     stop = client.cancelled  # set when the run ends or fails: no thread starts another request
     pages = PageCache(client)
     stored_names = {path.name for path in out.glob("*.json")}

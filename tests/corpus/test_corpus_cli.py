@@ -88,3 +88,14 @@ def test_module_runs_as_a_program(tmp_path):
     run = subprocess.run([sys.executable, "-m", "distill.corpus", "split", "--input", str(tmp_path / "x.txt"), "--out", str(tmp_path / "o"), "--train-words", "1k"],
                          capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "x.txt" in run.stderr
+
+
+def test_a_recipe_whose_corpus_is_not_built_says_how_to_build_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # corpus.source is relative: corpora/britannica-1911 does not exist here
+    code = main(["all", "--recipe", str(REPO / "recipes" / "britannica-38m.yaml")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("error: corpora/britannica-1911: not found")
+    assert "python -m distill.corpus scrape --out corpora/britannica-1911-raw" in err
+    assert "python -m distill.corpus convert --source corpora/britannica-1911-raw --out corpora/britannica-1911" in err
+    assert not (tmp_path / "models").exists()

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from fake_wikisource import FakeWikiSource  # tests/corpus/fake_wikisource.py
 
+from distill import __version__
 from distill.corpus.__main__ import main
+from distill.corpus.mediawiki import MediaWikiClient, user_agent
 from distill.corpus.scrape import is_article_title, scrape
 from distill.errors import DistillError
 
@@ -29,7 +31,7 @@ def leftovers(folder: Path) -> list[str]:
 def test_scrape_stores_exactly_the_articles_retries_503_and_resumes(tmp_path):
     out = tmp_path / "raw"
     with FakeWikiSource(fail_once=["1911 Encyclopædia Britannica/Abbey"]) as site:
-        result = scrape(out, base_url=site.url, concurrency=2, batch_size=2, **FAST)
+        result = scrape(out, base_url=site.url, concurrency=2, batch_size=2, contact="scraper@example.org", **FAST)
         assert stored_titles(out) == set(ARTICLE_TITLES)
         assert result.stored == 6 and result.non_article == 7 and result.missing == 0
         counts = site.revision_requests()
@@ -38,7 +40,7 @@ def test_scrape_stores_exactly_the_articles_retries_503_and_resumes(tmp_path):
         assert "1911 Encyclopædia Britannica/Volume 4" not in counts and "1911 Encyclopædia Britannica/Abbey/Plan of St Gall" not in counts
         assert all(count == 1 for title, count in counts.items() if title.startswith("Page:"))  # each page fetched once
         agent = site.user_agents.pop()
-        assert agent.startswith("distill-corpus/") and "http" in agent
+        assert agent.startswith("distill-corpus/") and "(scraper@example.org; " in agent
 
         record = json.loads(next(out.glob("abbey-*.json")).read_text(encoding="utf-8"))
         assert record["title"] == "1911 Encyclopædia Britannica/Abbey" and record["volume"] == 1
@@ -129,3 +131,13 @@ def test_a_server_that_is_not_mediawiki_is_one_line_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and f"{site.url}/w/api.php" in err and "not MediaWiki API JSON" in err
     assert list((tmp_path / "raw").glob("*")) == []
+
+
+def test_wikimedia_hosts_need_a_contact_and_nothing_is_written_without_one(tmp_path, capsys):
+    code = main(["scrape", "--out", str(tmp_path / "raw")])  # the default base URL: en.wikisource.org
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("error: --contact: required for en.wikisource.org") and "--contact you@example.org" in err
+    assert not (tmp_path / "raw").exists()
+    assert "(me@example.org; " in MediaWikiClient("https://en.wikisource.org", contact="me@example.org").user_agent
+    assert user_agent().startswith(f"distill-corpus/{__version__} (1911 Britannica")  # other hosts: no invented contact
