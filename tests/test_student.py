@@ -1,40 +1,28 @@
 """The student stage and ``distill.Student``: the loss it trains on, the cache path, 2 processes, resume."""
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 import torch
 
-from conftest import REPO, tiny_recipe_dict, write_recipe, write_splits
+from conftest import REPO, free_port as _free_port, metrics_rows as _rows, subprocess_env as _env, tiny_recipe_dict, write_recipe, write_splits
 from distill import Student
 from distill.errors import DistillError
 from distill.recipe import load_recipe
 from distill.student import _KDLoss, main
 from distill.training import LossWindow
 
-
-def _env() -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", ACCELERATE_USE_CPU="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _rows(folder) -> list[dict]:
-    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+# The loss only asks the accelerator for its autocast context; a real Accelerator(cpu=True) would
+# clash with one already made for a GPU in the same test process.
+NO_AUTOCAST = types.SimpleNamespace(autocast=contextlib.nullcontext)
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +84,6 @@ def test_kd_loss_of_the_loop_equals_the_full_tensor_reference(trained):
     """The fused loss the loop uses (hook + chunked lm_head + per-chunk teacher heads) against
     ``F.cross_entropy`` and ``F.kl_div`` on full logits, in value and gradient."""
     import torch.nn.functional as F
-    from accelerate import Accelerator
-
     student = Student.from_loaded_recipe(load_recipe(trained, ["student.alpha=0.3", "student.temperature=1.5", "student.chunk_size=7"]))
     model = student.build_model()
     teachers = [student._load_teacher(t) for t in student.teachers]
@@ -105,7 +91,7 @@ def test_kd_loss_of_the_loop_equals_the_full_tensor_reference(trained):
     batch = {"input_ids": ids, "labels": ids.clone()}
     n = int((ids[:, 1:] != -100).sum())
     window = LossWindow(num_tokens=torch.tensor(n), num_sequences=3, num_micro_batches=1, step=1)
-    loss, logs = _KDLoss(student, teachers=teachers, accelerator=Accelerator(cpu=True))(model, batch, window)
+    loss, logs = _KDLoss(student, teachers=teachers, accelerator=NO_AUTOCAST)(model, batch, window)
     loss.backward()
     grad = model.lm_head.weight.grad.clone()
     model.zero_grad()
@@ -126,12 +112,10 @@ def test_kd_loss_of_the_loop_equals_the_full_tensor_reference(trained):
 
 def test_legacy_batchmean_is_the_same_over_an_accumulation_window(trained):
     """BabyLlama's KL / batch size: one batch of 4 == two accumulated micro-batches of 2."""
-    from accelerate import Accelerator
-
     student = Student.from_loaded_recipe(load_recipe(trained, ["student.kl_reduction=legacy_batchmean", "student.alpha=0.5"]))
     model = student.build_model()
     teachers = [student._load_teacher(t) for t in student.teachers]
-    loss_fn = _KDLoss(student, teachers=teachers, accelerator=Accelerator(cpu=True))
+    loss_fn = _KDLoss(student, teachers=teachers, accelerator=NO_AUTOCAST)
     ids = torch.randint(3, 400, (4, 32))
     n = int((ids[:, 1:] != -100).sum())
 
@@ -268,8 +252,6 @@ def test_sigterm_then_resume_matches_uninterrupted_run(recipe, capsys):
 
 def test_bf16_teachers_with_fp32_hidden_states(trained):
     """Teachers kept in bf16 (as on a GPU with mixed precision) whose last norm hands back fp32."""
-    from accelerate import Accelerator
-
     student = Student.from_loaded_recipe(load_recipe(trained))
     model = student.build_model()
     teachers = [student._load_teacher(t).to(torch.bfloat16) for t in student.teachers]
@@ -277,7 +259,7 @@ def test_bf16_teachers_with_fp32_hidden_states(trained):
     n = int((ids[:, 1:] != -100).sum())
     window = LossWindow(num_tokens=torch.tensor(n), num_sequences=2, num_micro_batches=1, step=1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss, logs = _KDLoss(student, teachers=teachers, accelerator=Accelerator(cpu=True))(model, {"input_ids": ids, "labels": ids.clone()}, window)
+        loss, logs = _KDLoss(student, teachers=teachers, accelerator=NO_AUTOCAST)(model, {"input_ids": ids, "labels": ids.clone()}, window)
     loss.backward()
     assert torch.isfinite(loss) and float(logs["kl"]) > 0
     assert model.lm_head.weight.grad is not None and torch.isfinite(model.lm_head.weight.grad).all()

@@ -2,37 +2,19 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, free_port as _free_port, metrics_rows as _rows, subprocess_env as _env
 from distill.recipe import load_recipe
 from distill.teacher import main, out_of_date
 
 RESUME_TOLERANCE = 1e-4  # val loss, resumed vs uninterrupted (single process on CPU: equal in practice)
-
-
-def _env() -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", ACCELERATE_USE_CPU="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _rows(folder) -> list[dict]:
-    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_two_processes_train_loadable_teachers(tiny_recipe, capsys):
