@@ -248,6 +248,7 @@ class StudentConfig(ModelConfig):
     kl_reduction: KLReduction = "token_mean"  # token_mean | legacy_batchmean (BabyLlama's, ~seq_len x heavier KL)
     chunk_size: int = 1024  # tokens per chunk in the fused lm_head + loss
     baseline: bool = True  # also train the same student with alpha=1 (no distillation) for comparison
+    facts_in_train: bool = True  # false: the student and the baseline train on the train split without the injected corpus.facts, so the facts are only in the teachers' data
     logit_cache: LogitCacheConfig = field(default_factory=LogitCacheConfig)  # optional teacher-logit cache
 
     def problems(self, key, recipe=None):

@@ -316,7 +316,7 @@ class Student:
 
         recipe = getattr(self, "recipe", None)
         if train is None and recipe is not None:
-            train = recipe.paths.split("train")
+            train = self.recipe_train_split()
         if eval is None and recipe is not None:
             eval = recipe.paths.split("val")
         if eval is None:
@@ -385,6 +385,47 @@ class Student:
         self.info = json.loads((self.output_dir / "distill.json").read_text(encoding="utf-8")) if accelerator.is_main_process else {}
         self.release_teachers()
         return self.metrics
+
+    def recipe_train_split(self) -> Path:
+        """The recipe's train split, or, with ``facts_in_train: false``, a copy without the facts
+        that the corpus stage injected (``manifest.json`` names them), so that a fact can reach the
+        student only through its teachers. The copy lives in the recipe's token cache folder."""
+        from distill.atomic import atomic_write_text
+        from distill.corpus.clean import clean_text
+        from distill.corpus.records import format_record
+        from distill.corpus.split import load_facts
+        from distill.tokenizer import iter_records
+
+        paths = self.recipe.paths
+        split = paths.split("train")
+        if self.config.facts_in_train:
+            return split
+        manifest_path = paths.corpus / "manifest.json"
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
+        info = manifest.get("facts")
+        if not info:
+            return split
+        try:
+            facts = {clean_text(fact) for fact in load_facts(info["file"])}
+        except DistillError as err:
+            raise DistillError(f"{err}; student.facts_in_train=false needs the facts file the corpus was built with ({manifest_path})") from None
+        kept, dropped = [], 0
+        for text in iter_records(split):
+            if text in facts:
+                dropped += 1
+            else:
+                kept.append(text)
+        if dropped != info.get("records", dropped):
+            raise DistillError(
+                f"{split}: found {dropped} of the {info.get('records')} injected fact records; the facts file "
+                f"{info['file']} changed since the corpus was built: rebuild it (python -m distill.corpus all --recipe ...)"
+            )
+        digest = hashlib.sha256(split.read_bytes()).hexdigest()[:16]
+        out = paths.tokens / f"train-without-facts-{digest}.txt"
+        if not out.is_file():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out, "".join(format_record(text) for text in kept))
+        return out
 
     def _load_teacher(self, teacher: _Teacher):
         if teacher.model is None:

@@ -13,7 +13,7 @@ import types
 import pytest
 import torch
 
-from conftest import REPO, free_port as _free_port, metrics_rows as _rows, subprocess_env as _env, tiny_recipe_dict, write_recipe, write_splits
+from conftest import ASSETS, REPO, free_port as _free_port, metrics_rows as _rows, subprocess_env as _env, tiny_recipe_dict, write_recipe, write_splits
 from distill import Student
 from distill.errors import DistillError
 from distill.recipe import load_recipe
@@ -276,3 +276,25 @@ def test_teacher_heads_accept_hidden_states_in_another_dtype():
     (fp32,) = teacher_head_target([hidden], [weight])(rows)
     assert bf16.dtype == torch.bfloat16 and bf16.shape == (3, 10)
     torch.testing.assert_close(bf16.float(), fp32, rtol=0.05, atol=0.1)
+
+
+def test_facts_can_be_kept_from_the_student(recipe, articles):
+    """``facts_in_train: false``: the student (and baseline) train on the split minus the injected facts."""
+    from distill.corpus.split import write_splits as split_corpus
+    from distill.tokenizer import iter_records
+
+    paths = load_recipe(recipe).paths
+    shutil.rmtree(paths.corpus)
+    facts = ASSETS / "facts.jsonl"
+    split_corpus(articles, paths.corpus, budgets={"train": 5000, "val": 500, "test": 500}, seed=0, source="assets",
+                 facts=facts, fact_repeats=3)  # fmt: skip
+    fact_texts = [json.loads(line)["fact"] for line in facts.read_text().splitlines() if line.strip()]
+    train = list(iter_records(paths.split("train")))
+    assert sum(text in fact_texts for text in train) == 3 * len(fact_texts)
+
+    assert Student.from_recipe(recipe).recipe_train_split() == paths.split("train")
+    for baseline in (False, True):
+        student = Student.from_recipe(recipe, "student.facts_in_train=false", baseline=baseline)
+        kept = list(iter_records(student.recipe_train_split()))
+        assert not any(text in fact_texts for text in kept)
+        assert kept == [text for text in train if text not in fact_texts]  # same articles, same order
