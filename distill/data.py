@@ -37,16 +37,22 @@ def cache_key(tokenizer_hash: str, split_hash: str, seq_len: int) -> str:
 
 def _blocks(split_path: str, tokenizer, seq_len: int) -> Iterator[dict]:
     """Yield ``{"input_ids": [...seq_len ids]}`` over the concatenated records of one split."""
+    yield from text_blocks(iter_records(split_path), tokenizer, seq_len)
+
+
+def text_blocks(texts: Iterable[str], tokenizer, seq_len: int) -> Iterator[dict]:
+    """Yield ``{"input_ids": [...seq_len ids]}`` over ``[<s>] + ids(text) + [</s>]`` of every text,
+    concatenated; the last partial block is dropped."""
     buffer: list[int] = []
 
-    def encode(texts: list[str]) -> None:
-        for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+    def encode(chunk: list[str]) -> None:
+        for ids in tokenizer(chunk, add_special_tokens=False)["input_ids"]:
             buffer.append(BOS_ID)
             buffer.extend(ids)
             buffer.append(EOS_ID)
 
     batch: list[str] = []
-    for text in iter_records(split_path):
+    for text in texts:
         batch.append(text)
         if len(batch) == _RECORDS_PER_BATCH:
             encode(batch)

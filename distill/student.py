@@ -685,14 +685,11 @@ def _blocks_from_texts(texts: list[str], tokenizer, seq_len: int):
     """Blocks of ``seq_len`` from in-memory texts, laid out as :mod:`distill.data` does for a split."""
     import datasets
 
-    from distill.tokenizer import BOS_ID, EOS_ID
+    from distill.data import text_blocks
 
-    ids: list[int] = []
-    for row in tokenizer(texts, add_special_tokens=False)["input_ids"]:
-        ids += [BOS_ID, *row, EOS_ID]
-    blocks = [ids[i : i + seq_len] for i in range(0, len(ids) - seq_len + 1, seq_len)]
+    blocks = [block["input_ids"] for block in text_blocks(texts, tokenizer, seq_len)]
     if not blocks:
-        raise DistillError(f"the texts give {len(ids)} tokens, fewer than seq_len={seq_len}; give more text or a lower seq_len")
+        raise DistillError(f"the texts give fewer than seq_len={seq_len} tokens; give more text or a lower seq_len")
     return datasets.Dataset.from_dict({"input_ids": blocks}).with_format("numpy")
 
 

@@ -298,3 +298,17 @@ def test_facts_can_be_kept_from_the_student(recipe, articles):
         kept = list(iter_records(student.recipe_train_split()))
         assert not any(text in fact_texts for text in kept)
         assert kept == [text for text in train if text not in fact_texts]  # same articles, same order
+
+
+def test_texts_give_the_same_blocks_as_their_split_file(tmp_path, articles, tiny_tokenizer):
+    """``Student.distill`` accepts a list of texts: the blocks equal those of a split file of them."""
+    import numpy as np
+
+    from distill.data import build_blocks
+    from distill.student import _blocks_from_texts
+
+    split = write_splits(tmp_path / "corpus", articles[:12]) / "train.txt"
+    from_file = build_blocks(split, tiny_tokenizer, 32, tmp_path / "tokens")
+    from_texts = _blocks_from_texts(articles[:8], tiny_tokenizer, 32)
+    assert len(from_texts) == len(from_file) > 0
+    assert np.array_equal(np.asarray(from_texts["input_ids"]), np.asarray(from_file["input_ids"]))
