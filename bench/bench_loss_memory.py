@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -150,7 +149,6 @@ def _cpu_name() -> str | None:
 
 def _markdown(results: list[dict], flat: list[dict], machine: dict, command: str, args) -> str:
     lines = [
-        f"<!-- {SECTION}:begin -->",
         "## KD loss: peak memory and time, chunked vs unchunked",
         "",
         f"Command: `{command}`",
@@ -193,26 +191,13 @@ def _markdown(results: list[dict], flat: list[dict], machine: dict, command: str
             if r["method"] == "chunked+heads":
                 lines.append(f"| {r['tokens']} | {r['vocab']} | {r['method']} | {r['peak_bytes'] / MiB:.0f} | "
                              f"{r['input_bytes'] / MiB:.0f} | {r['time_s']:.2f} |")
-    lines += ["", f"<!-- {SECTION}:end -->", ""]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
 def _per_chunk(results: list[dict], args) -> float:
     chunked = [r for r in results if r["method"] == "chunked"] or results
     r = max(chunked, key=lambda r: r["vocab"])
     return r["peak_bytes"] / (min(args.chunk_size, args.tokens) * r["vocab"] * 4)
-
-
-def _write_section(path: Path, section: str) -> None:
-    from distill.atomic import atomic_write_text
-
-    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmark results\n\nWritten by the scripts in bench/ (see bench/README.md).\n\n"
-    pattern = re.compile(rf"<!-- {SECTION}:begin -->.*?<!-- {SECTION}:end -->\n?", re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    atomic_write_text(path, text)
 
 
 def _parse(argv):
@@ -274,7 +259,9 @@ def main(argv=None) -> int:
     command = "python bench/bench_loss_memory.py " + " ".join(argv) if argv else "python bench/bench_loss_memory.py"
     section = _markdown(results, flat, machine, command.strip(), args)
     if not args.no_write:
-        _write_section(args.results, section)
+        from results import write_section
+
+        write_section(SECTION, section, args.results)
         print(f"wrote {args.results}")
     return 0
 

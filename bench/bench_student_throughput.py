@@ -151,20 +151,6 @@ def _run(mode: str, work: Path, preset: dict, tokenizer, blocks, teachers, steps
     return result
 
 
-def _write_section(text: str, section: str) -> None:
-    path = REPO / "bench" / "RESULTS.md"
-    content = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmark results\n\nWritten by the scripts in bench/ (see bench/README.md).\n"
-    begin, end = f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
-    block = f"{begin}\n{text}\n{end}"
-    if begin in content and end in content:
-        content = content[: content.index(begin)] + block + content[content.index(end) + len(end) :]
-    else:
-        content = content.rstrip("\n") + "\n\n" + block + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(content, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="model sizes (default: babylm on a GPU, cpu otherwise)")
@@ -227,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:
-        _write_section(text, f"{SECTION}-{preset_name}")  # one section per preset: CPU and GPU figures side by side
+        from results import write_section
+
+        write_section(f"{SECTION}-{preset_name}", text)  # one section per preset: CPU and GPU figures side by side
     return 0
 
 

@@ -89,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:
-        from bench_student_throughput import _write_section
+        from results import write_section
 
-        _write_section(text, SECTION)
+        write_section(SECTION, text)
     return 0
 
 
