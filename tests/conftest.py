@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -42,6 +45,21 @@ def free_port() -> int:
 def metrics_rows(folder: Path) -> list[dict]:
     """The rows of a model folder's metrics.jsonl."""
     return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def interrupt_at_checkpoint(cmd: list[str], checkpoint: Path, timeout: float = 120) -> str:
+    """Run a training command, send SIGTERM once ``checkpoint`` exists, and return its stderr
+    after checking that it stopped with exit code 143."""
+    proc = subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout
+    while not checkpoint.is_dir():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr[-3000:]
+    return stderr
 
 
 def load_articles() -> list[str]:

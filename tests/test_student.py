@@ -4,16 +4,14 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import types
 
 import pytest
 import torch
 
-from conftest import ASSETS, REPO, free_port as _free_port, metrics_rows as _rows, subprocess_env as _env, tiny_recipe_dict, write_recipe, write_splits
+from conftest import interrupt_at_checkpoint, ASSETS, REPO, free_port as _free_port, metrics_rows as _rows, subprocess_env as _env, tiny_recipe_dict, write_recipe, write_splits
 from distill import Student
 from distill.errors import DistillError
 from distill.recipe import load_recipe
@@ -220,18 +218,7 @@ def test_two_processes_distill_a_loadable_student(recipe):
 def test_sigterm_then_resume_matches_uninterrupted_run(recipe, capsys):
     overrides = ["student.training.epochs=3", "student.training.save_every=20", "--only", "student"]
     folder = load_recipe(recipe).paths.student
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "distill.student", str(recipe), *overrides],
-        cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.time() + 120
-    while not (folder / "checkpoints" / "step-20").is_dir():
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        assert time.time() < deadline
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 143, stderr[-3000:]
+    stderr = interrupt_at_checkpoint([sys.executable, "-m", "distill.student", str(recipe), *overrides], folder / "checkpoints" / "step-20")
     assert "continue with --resume" in stderr and not (folder / "distill.json").exists()
 
     assert main([str(recipe), *overrides]) == 2  # an unfinished run is pointed out, not overwritten

@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import REPO, free_port as _free_port, metrics_rows as _rows, subprocess_env as _env
+from conftest import interrupt_at_checkpoint, REPO, free_port as _free_port, metrics_rows as _rows, subprocess_env as _env
 from distill.recipe import load_recipe
 from distill.teacher import main, out_of_date
 
@@ -58,18 +56,7 @@ def test_sigterm_then_resume_matches_uninterrupted_run(tiny_recipe, capsys):
     overrides = ["teachers.gpt2.training.epochs=3", "teachers.gpt2.training.save_every=20", "--only", "gpt2"]
     recipe = load_recipe(tiny_recipe, overrides[:2])
     folder = recipe.paths.teacher("gpt2")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "distill.teacher", str(tiny_recipe), *overrides],
-        cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.time() + 120
-    while not (folder / "checkpoints" / "step-20").is_dir():
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        assert time.time() < deadline
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 143, stderr[-3000:]
+    stderr = interrupt_at_checkpoint([sys.executable, "-m", "distill.teacher", str(tiny_recipe), *overrides], folder / "checkpoints" / "step-20")
     assert "continue with --resume" in stderr
     assert not (folder / "distill.json").exists()
     stopped_at = json.loads((folder / "metrics.jsonl").read_text().splitlines()[-1])["step"]
