@@ -150,6 +150,9 @@ class Student:
             raise DistillError("Student: tokenizer is missing; pass the tokenizer folder the teachers were trained with")
         self.config = config
         self.tokenizer = _tokenizer_of(tokenizer)
+        from distill.tokenizer import tokenizer_sha256
+
+        self.tokenizer_sha256 = tokenizer_sha256(self.tokenizer)
         self.seq_len = int(seq_len)
         self.role = role
         self.output_dir = Path(output_dir) if output_dir is not None else Path("models") / config.name
@@ -221,17 +224,14 @@ class Student:
         from distill.tokenizer import tokenizer_sha256
 
         if isinstance(teacher, (str, Path)):
+            from distill.generate import read_model_info
+
             folder = Path(teacher)
             if not (folder / "config.json").is_file():
                 raise DistillError(f"{folder}: not a model folder (no config.json); give a folder written by save_pretrained")
-            mine = tokenizer_sha256(self.tokenizer)
-            theirs = None
-            if (folder / "tokenizer.json").is_file():
-                theirs = tokenizer_sha256(folder)
-            else:
-                info_path = folder / "distill.json"
-                if info_path.is_file():
-                    theirs = json.loads(info_path.read_text(encoding="utf-8")).get("tokenizer_sha256")
+            info = read_model_info(folder)
+            mine = self.tokenizer_sha256
+            theirs = tokenizer_sha256(folder) if (folder / "tokenizer.json").is_file() else info.get("tokenizer_sha256")
             if theirs is None:
                 raise DistillError(
                     f"{folder}: has no tokenizer.json, so it cannot be checked against the student's tokenizer; "
@@ -243,10 +243,7 @@ class Student:
                     f"student's {mine[:12]}...); distillation needs one shared vocabulary: retrain the teacher "
                     "with this tokenizer or give the student the teacher's tokenizer"
                 )
-            info = folder / "distill.json"
-            name = folder.name
-            if info.is_file():
-                name = json.loads(info.read_text(encoding="utf-8")).get("name", name)
+            name = info.get("name", folder.name)
             return _Teacher(name=name, path=folder)
         if not hasattr(teacher, "get_output_embeddings"):
             raise DistillError(f"teachers[{i}]: {type(teacher).__name__} is not a transformers causal LM or a model folder")
@@ -311,7 +308,6 @@ class Student:
         checkpoint in ``output_dir``. Returns the final metrics (``val_loss``, ``val_ppl``, ``steps``,
         ...), which also go to ``output_dir/distill.json``.
         """
-        from distill.tokenizer import tokenizer_sha256
         from distill.training import count_target_tokens, distributed_state, make_accelerator, train as run_training
 
         recipe = getattr(self, "recipe", None)
@@ -328,7 +324,7 @@ class Student:
         accelerator = accelerator or make_accelerator(cfg.training, self.output_dir)
         if self.model is None:
             self.build_model()
-        tok_hash = tokenizer_sha256(self.tokenizer)
+        tok_hash = self.tokenizer_sha256
         metadata = {
             "name": "baseline" if self.role == "baseline" else cfg.name,
             "role": self.role,
@@ -447,8 +443,7 @@ class Student:
 
         dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else None
         for teacher in self.teachers:
-            model = self._load_teacher(teacher)
-            model.to(accelerator.device, dtype=dtype) if dtype else model.to(accelerator.device)
+            self._load_teacher(teacher).to(accelerator.device, dtype=dtype)
 
     def release_teachers(self) -> None:
         """Drop teachers loaded from folders (they are reloaded when needed)."""
@@ -459,12 +454,11 @@ class Student:
 
     def _logit_cache(self, train_blocks, accelerator):
         from distill.logit_cache import TeacherLogitCache, blocks_sha256
-        from distill.tokenizer import tokenizer_sha256
 
         cfg = self.config
         expect = {
             "teacher_hashes": self.teacher_hashes(),
-            "tokenizer_hash": tokenizer_sha256(self.tokenizer),
+            "tokenizer_hash": self.tokenizer_sha256,
             "temperature": float(cfg.temperature),
             "top_k": int(cfg.logit_cache.top_k),
             "ensemble": cfg.ensemble,
@@ -724,7 +718,7 @@ def _runs(recipe: Recipe, only: str | None) -> list[str]:
 def _check_inputs(recipe: Recipe, runs: list[str], args) -> None:
     """Everything that can fail on user input, before any model is built."""
     from distill.tokenizer import stale_reason
-    from distill.training import is_finished, latest_checkpoint
+    from distill.training import is_finished, refuse_unfinished
 
     paths = recipe.paths
     for split in ("train", "val"):
@@ -750,17 +744,13 @@ def _check_inputs(recipe: Recipe, runs: list[str], args) -> None:
                 )
     for run in runs:
         folder = paths.baseline if run == "baseline" else paths.student
-        checkpoint = latest_checkpoint(folder)
-        if checkpoint and not is_finished(folder) and not (args.resume or args.force):
-            raise DistillError(f"{folder}: an unfinished run left {checkpoint.name}; continue it with --resume or start over with --force")
+        refuse_unfinished(folder, args.resume or args.force)
 
 
 def _up_to_date(student: Student, folder: Path) -> str | None:
     """Why a finished folder must be retrained (None: it matches this run's tokenizer and teachers)."""
-    from distill.tokenizer import tokenizer_sha256
-
     info = json.loads((folder / "distill.json").read_text(encoding="utf-8"))
-    if info.get("tokenizer_sha256") != tokenizer_sha256(student.tokenizer):
+    if info.get("tokenizer_sha256") != student.tokenizer_sha256:
         return "it was trained with another tokenizer"
     if student.config.alpha < 1:
         hashes = dict(zip([t.name for t in student.teachers], student.teacher_hashes()))

@@ -21,7 +21,7 @@ from pathlib import Path
 from distill.errors import DistillError, cli_entry
 from distill.recipe import ModelConfig, Recipe, did_you_mean, load_recipe
 from distill.tokenizer import ensure_tokenizer, require_train_split, stale_reason, tokenizer_sha256
-from distill.training import TrainingInterrupted, distributed_state, is_finished, latest_checkpoint, train
+from distill.training import TrainingInterrupted, distributed_state, is_finished, refuse_unfinished, train
 
 
 def manifest_sha256(recipe: Recipe) -> str | None:
@@ -74,12 +74,7 @@ def _plan(recipe: Recipe, args: argparse.Namespace) -> list[ModelConfig]:
     _check_tokenizer(recipe)
     chosen = [t for t in recipe.teachers if not args.only or t.name in args.only]
     for teacher in chosen:
-        folder = recipe.paths.teacher(teacher.name)
-        checkpoint = latest_checkpoint(folder)
-        if checkpoint and not is_finished(folder) and not (args.resume or args.force):
-            raise DistillError(
-                f"{folder}: an unfinished run left {checkpoint.name}; continue it with --resume or start over with --force"
-            )
+        refuse_unfinished(recipe.paths.teacher(teacher.name), args.resume or args.force)
     return chosen
 
 

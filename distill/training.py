@@ -565,6 +565,14 @@ def _save_final(accelerator, model, out_dir: Path, tokenizer, metadata: dict, me
     accelerator.wait_for_everyone()
 
 
+def refuse_unfinished(folder: str | Path, resume_or_force: bool) -> None:
+    """DistillError when ``folder`` holds an unfinished run's checkpoint and the user said neither
+    ``--resume`` nor ``--force``: a new run would silently throw that work away."""
+    checkpoint = latest_checkpoint(folder)
+    if checkpoint and not is_finished(folder) and not resume_or_force:
+        raise DistillError(f"{folder}: an unfinished run left {checkpoint.name}; continue it with --resume or start over with --force")
+
+
 def is_finished(folder: str | Path) -> bool:
     """A model folder is finished when its ``distill.json`` exists (it is written last)."""
     return (Path(folder) / "distill.json").is_file()
