@@ -1,6 +1,7 @@
-"""``python -m distill.corpus {scrape,convert,combine,clean,split,all}``: the corpus stages.
+"""``python -m distill.corpus {scrape,fetch-gutenberg,convert,combine,clean,split,all}``: the corpus stages.
 
     python -m distill.corpus scrape --out data/raw --contact you@example.org --limit 100
+    python -m distill.corpus fetch-gutenberg --out corpora/eb1911-gutenberg --contact you@example.org --volumes 2-5
     python -m distill.corpus convert --source data/raw --out data/text
     python -m distill.corpus combine --source data/text --out data/combined.txt
     python -m distill.corpus clean --input data/combined.txt --out data/cleaned.txt
@@ -38,7 +39,7 @@ def _add_budget_args(parser: argparse.ArgumentParser, required: bool) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m distill.corpus", description="Build the Britannica corpus: scrape, convert, combine, clean, split.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{scrape,convert,combine,clean,split,all}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{scrape,fetch-gutenberg,convert,combine,clean,split,all}")
 
     p = sub.add_parser("scrape", help="fetch 1911 Britannica articles from WikiSource (resumable)", description="Fetch 1911 Britannica articles through the MediaWiki API into one JSON per article; a rerun skips stored articles.")
     p.add_argument("--out", required=True, help="folder for the article JSON files")
@@ -52,6 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer (default 30)")
     p.add_argument("--batch-size", type=_int_arg, default=20, help="articles per API request, at most 50 (default 20)")
     p.add_argument("--contact", default=None, help="your e-mail address or project page, sent in the User-Agent (required for Wikimedia sites)")
+
+    p = sub.add_parser("fetch-gutenberg", help="download the 1911 Britannica slices from Project Gutenberg (resumable)", description="Download the 1911 Britannica slices by the Project Gutenberg ebook ids shipped with distill (or copy them from a local folder) as gzipped UTF-8 plus MANIFEST.tsv; a rerun skips verified files.")
+    p.add_argument("--out", required=True, help="folder for the volume-VV-slice-SS.txt.gz files and MANIFEST.tsv")
+    p.add_argument("--from-dir", default=None, help="copy from this local folder (top level and one folder down) instead of downloading; every file must match the shipped sha256")
+    p.add_argument("--volumes", default=None, help="only these volumes: 2,3 or 2-5 or 2,4-6 (default all: 2-17)")
+    p.add_argument("--limit", type=_int_arg, help="only the first N texts of the selection")
+    p.add_argument("--base-url", default="https://www.gutenberg.org", help="Project Gutenberg site or mirror (default https://www.gutenberg.org; PG asks automated downloads to use a mirror)")
+    p.add_argument("--contact", default=None, help="your e-mail address or project page, sent in the User-Agent")
+    p.add_argument("--delay", type=float, default=1.0, help="seconds between request starts (default 1.0)")
+    p.add_argument("--retries", type=_int_arg, default=5, help="retries of a failed request (default 5)")
+    p.add_argument("--backoff", type=float, default=1.0, help="first retry wait in seconds, doubled each time, unless Retry-After says otherwise (default 1.0)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer (default 30)")
 
     p = sub.add_parser("convert", help="raw articles to one .txt per article", description="Convert scraped article JSON (or the 1810 volume files) into one .txt per article: title line, then the body.")
     p.add_argument("--source", required=True, help="folder (or file) of scraped .json articles or 1810 vol*.json files")
@@ -132,6 +145,20 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size, contact=args.contact, progress=report,
         )
         _print(result.as_dict())
+    elif args.command == "fetch-gutenberg":
+        from distill.corpus.gutenberg_fetch import fetch_gutenberg
+
+        def report_file(index: int, total: int, entry, status: str) -> None:
+            print(f"[{index}/{total}] {entry.file} {status}", file=sys.stderr)
+
+        summary = fetch_gutenberg(
+            args.out, base_url=args.base_url, from_dir=args.from_dir, volumes=args.volumes, limit=args.limit, contact=args.contact,
+            retries=args.retries, backoff=args.backoff, timeout=args.timeout, delay=args.delay, progress=report_file,
+        )
+        if summary["checksum_mismatch"]:
+            print(f"warning: {len(summary['checksum_mismatch'])} downloaded texts differ from the shipped sha256 (Project Gutenberg "
+                  "regenerates headers; see the checksum column of MANIFEST.tsv): " + ", ".join(summary["checksum_mismatch"]), file=sys.stderr)
+        _print(summary)
     elif args.command == "convert":
         from distill.corpus.convert import convert
 

@@ -51,7 +51,8 @@ def check_contact(base_url: str, contact: str | None) -> None:
         )
 
 
-def _retry_after(response: requests.Response) -> float | None:
+def retry_after_seconds(response: requests.Response) -> float | None:
+    """Seconds a 429/503 answer asks us to wait (`Retry-After` as seconds or an HTTP date), or None."""
     value = response.headers.get("Retry-After")
     if value is None:
         return None
@@ -133,7 +134,7 @@ class MediaWikiClient:
             else:
                 if response.status_code in RETRY_STATUS:
                     problem = f"HTTP {response.status_code}"
-                    told = _retry_after(response)
+                    told = retry_after_seconds(response)
                     wait = told if told is not None else wait
                 elif response.status_code != 200:
                     raise DistillError(f"{url}: HTTP {response.status_code}; check --base-url (it must be a MediaWiki site such as https://en.wikisource.org)")
@@ -144,7 +145,7 @@ class MediaWikiClient:
                         return data
                     if isinstance(error, dict) and error.get("code") == "maxlag":
                         problem = "server lagged (maxlag)"
-                        told = _retry_after(response)
+                        told = retry_after_seconds(response)
                         wait = told if told is not None else max(wait, 5.0)
                     else:
                         info = error.get("info", error) if isinstance(error, dict) else error
