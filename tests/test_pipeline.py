@@ -17,7 +17,7 @@ import pytest
 from conftest import ASSETS, REPO, write_recipe
 from distill.__main__ import main
 
-SAMPLE = REPO / "corpora" / "britannica-sample"
+SAMPLE = REPO / "corpora" / "britannica-1911-sample"
 STAGES = ["corpus", "tokenizer", "teachers", "student", "evaluate", "samples"]
 MODELS = ["llama", "gpt2", "student", "baseline"]
 

@@ -6,7 +6,7 @@
     python -m distill.corpus combine --source data/text --out data/combined.txt
     python -m distill.corpus clean --input data/combined.txt --out data/cleaned.txt
     python -m distill.corpus split --input data/cleaned.txt --out data/splits --train-words 10M --val-words 1M
-    python -m distill.corpus all --source corpora/britannica-sample --out OUT --train-words 400k --val-words 40k --test-words 40k
+    python -m distill.corpus all --source corpora/britannica-1911-sample --out OUT --train-words 400k --val-words 40k --test-words 40k
     python -m distill.corpus all --recipe recipes/tiny.yaml
 """
 from __future__ import annotations
@@ -66,13 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backoff", type=float, default=1.0, help="first retry wait in seconds, doubled each time, unless Retry-After says otherwise (default 1.0)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer (default 30)")
 
-    p = sub.add_parser("convert", help="raw articles to one .txt per article", description="Convert scraped article JSON (or the 1810 volume files) into one .txt per article: title line, then the body.")
-    p.add_argument("--source", required=True, help="folder (or file) of scraped .json articles or 1810 vol*.json files")
+    p = sub.add_parser("convert", help="raw articles to one .txt per article", description="Convert scraped article JSON, Project Gutenberg 1911 slices (.txt/.txt.gz) or the 1810 volume files into one .txt per article: title line, then the body.")
+    p.add_argument("--source", required=True, action="append", help="folder (or file) of scraped .json articles, Gutenberg slices or 1810 vol*.json files; repeat it to combine sources (an article an earlier source gave is kept once)")
     p.add_argument("--out", required=True, help="folder for the .txt files (other files in it are left alone)")
-    p.add_argument("--format", default="auto", choices=["auto", "wikisource", "eb1810"], help="input form (default: detected per file)")
+    p.add_argument("--format", default="auto", choices=["auto", "wikisource", "eb1810", "gutenberg"], help="input form (default: detected per file)")
     p.add_argument("--min-words", type=_int_arg, default=20, help="drop articles with fewer body words (default 20)")
     p.add_argument("--max-words", type=_int_arg, help="drop articles with more body words")
     p.add_argument("--max-bytes", type=_int_arg, help="keep a deterministic spread of whole articles totalling at most this many bytes")
+    p.add_argument("--keep-incomplete", action="store_true", help="keep WikiSource articles whose pages or sections are missing (cut short or running into the next article); listed under 'incomplete' either way")
 
     p = sub.add_parser("combine", help="per-article .txt files to one record file", description="Write one '<s> TEXT </s>' record per article file; the inputs are not modified.")
     p.add_argument("--source", default=DEFAULT_SOURCE, help=f"folder of per-article .txt files (default {DEFAULT_SOURCE})")
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "convert":
         from distill.corpus.convert import convert
 
-        _print(convert(args.source, args.out, args.format, min_words=args.min_words, max_words=args.max_words, max_bytes=args.max_bytes))
+        _print(convert(args.source if len(args.source) > 1 else args.source[0], args.out, args.format, min_words=args.min_words, max_words=args.max_words, max_bytes=args.max_bytes, keep_incomplete=args.keep_incomplete))
     elif args.command == "combine":
         from distill.corpus.combine import combine
 

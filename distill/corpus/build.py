@@ -14,7 +14,8 @@ def load_source_texts(source: str | Path) -> list[str]:
     """Article texts (uncleaned) from whatever ``source`` is.
 
     * a folder of ``*.txt`` (``convert`` output, the shipped sample): read as they are;
-    * a folder of ``*.json`` (``scrape`` output or 1810 volume files): converted in memory;
+    * a folder of ``*.json`` (``scrape`` output or 1810 volume files) or of Project Gutenberg
+      slices (``*.txt``/``*.txt.gz``): converted in memory;
     * a record file (``combined.txt``/``cleaned.txt``): its records.
     """
     source = Path(source)
@@ -25,15 +26,19 @@ def load_source_texts(source: str | Path) -> list[str]:
             return [a.text.strip() for a in convert_source(source).articles]
         return list(iter_records(source))
     if not source.is_dir():
-        raw = source.with_name(f"{source.name}-raw")
+        slices = source.with_name("eb1911-gutenberg")
         raise DistillError(
-            f"{source}: not found; build it first with python -m distill.corpus scrape --out {raw} --contact YOUR_EMAIL "
-            f"&& python -m distill.corpus convert --source {raw} --out {source}, or point --source (corpus.source in a recipe) at an existing folder "
-            "such as corpora/britannica-sample (relative paths start at the working directory: run from the repository root)"
+            f"{source}: not found; build it first with python -m distill.corpus fetch-gutenberg --out {slices} --contact YOUR_EMAIL "
+            f"&& python -m distill.corpus convert --source {slices} --out {source} (or a WikiSource scrape: see the recipe's header), "
+            "or point --source (corpus.source in a recipe) at an existing folder such as corpora/britannica-1911-sample "
+            "(relative paths start at the working directory: run from the repository root)"
         )
-    if any(source.glob("*.txt")):
+    from distill.corpus.gutenberg import gutenberg_files, is_gutenberg_file
+
+    slices = [path for path in gutenberg_files(source) if is_gutenberg_file(path)]
+    if any(source.glob("*.txt")) and not slices:
         return read_text_articles(source)
-    if any(source.glob("*.json")):
+    if slices or any(source.glob("*.json")):
         from distill.corpus.convert import convert_source
 
         return [strip_markers(a.text).strip() for a in convert_source(source).articles]

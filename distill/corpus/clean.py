@@ -3,7 +3,9 @@
 ``clean_text`` works on one article at a time, so it can never merge two articles, and it is
 idempotent: ``clean_text(clean_text(x)) == clean_text(x)``. It keeps what carries meaning:
 diacritics (café), æ/œ, Greek, case (acronyms such as BBC, Roman numerals such as XIV), primes
-(4° 10′), guillemets, and ``<math>``/TeX left by ``convert``.
+(4° 10′), guillemets, and ``<math>``/TeX left by ``convert``. Full-width ASCII forms (``＝``,
+``＋``, ``Ａ``: the Halfwidth and Fullwidth Forms block U+FF01-U+FF5E only) become their ASCII
+characters, as NFKC would make them; no other compatibility character is folded.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ _TRANSLATE = str.maketrans(
         "\u00ad": None, "\u200b": None, "\u2060": None, "\ufeff": None,
         # Line and paragraph separators become newlines.
         "\r": "\n", "\u2028": "\n", "\u2029": "\n", "\x0b": "\n", "\x0c": "\n", "\x85": "\n",
+        # Full-width ASCII (＝ ＋ Ａ ０ ...) -> ASCII, what NFKC gives for U+FF01-U+FF5E.
+        **{chr(code): unicodedata.normalize("NFKC", chr(code)) for code in range(0xFF01, 0xFF5F)},
     }
 )
 # Every other kind of space (tab, no-break, thin, em, ideographic ...) becomes a plain space.
@@ -42,9 +46,10 @@ def clean_text(text: str) -> str:
     text = unicodedata.normalize("NFC", text).translate(_TRANSLATE)
     text = _CONTROL.sub("", text.replace("\t", " "))
     text = _SPACES.sub(" ", text)
+    # Markers go before the dash rules: removing "<s>" (or ＜ｓ＞) can bring a space or hyphen next to a dash.
+    text = strip_markers(text)
     text = _DOUBLE_HYPHEN.sub("—", text)
     text = _SPACED_EM_DASH.sub("—", text)
-    text = strip_markers(text)
     text = _MULTI_SPACE.sub(" ", text)
     lines = (line.strip(" ") for line in text.split("\n"))
     text = "\n".join(line for line in lines if line)

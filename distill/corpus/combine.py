@@ -7,14 +7,14 @@ from distill.atomic import atomic_write
 from distill.corpus.records import format_record, strip_markers
 from distill.errors import DistillError
 
-DEFAULT_SOURCE = "corpora/britannica-sample"  # the shipped sample, relative to the repository root
+DEFAULT_SOURCE = "corpora/britannica-1911-sample"  # the shipped sample, relative to the repository root
 
 
 def read_text_articles(source: str | Path) -> list[str]:
     """The texts of every ``*.txt`` in ``source``, in file-name order (input files are only read)."""
     source = Path(source)
     if not source.is_dir():
-        raise DistillError(f"{source}: folder not found; give --source a folder of per-article .txt files (e.g. corpora/britannica-sample, run from the repository root)")
+        raise DistillError(f"{source}: folder not found; give --source a folder of per-article .txt files (e.g. corpora/britannica-1911-sample, run from the repository root)")
     files = sorted(source.glob("*.txt"))
     if not files:
         raise DistillError(f"{source}: holds no .txt article files; convert raw articles into it first (python -m distill.corpus convert)")

@@ -26,6 +26,10 @@ PINNED = [
     ("  spaced\tout  \n\n\n  paragraphs \r\nhere  ", "spaced out\nparagraphs\nhere"),
     ("a cut-\u00adoff\u200b word", "a cut-off word"),
     ("no <s>markers</s> inside", "no markers inside"),
+    # Full-width ASCII (as OCR leaves it in formulae) becomes ASCII; other compatibility forms stay.
+    ("ｐｖ＝ＲＴ，ａ＋ｂ（１）", "pv=RT,a+b(1)"),
+    ("x ＝ 2y － 3 and the ＜ｓ＞ mark", "x = 2y - 3 and the mark"),
+    ("ｆｉｇ．　２ and ⁴ and ½ and ㎞", "fig. 2 and ⁴ and ½ and ㎞"),
 ]
 
 
@@ -44,13 +48,21 @@ def test_clean_never_merges_articles(tmp_path):
     assert read_split(tmp_path / "cleaned.txt") == ['Abbey\n"cells" of anchorites', "Blank\nend of one", "Blanqui\nXIV café"]
 
 
-TRICKY = "\u00a0\u2009\t\r\n\u2028 -—–―‐‘’“”ﬁæœé\u0301\u00ad\u200b<s/>\x00\x1f.aZ09"
+TRICKY = "\u00a0\u2009\t\r\n\u2028 -—–―‐‘’“”ﬁæœé\u0301\u00ad\u200b<s/>\x00\x1f.aZ09＝＋－＜ｓ／＞Ａ　"
+PIECES = ["<s>", "</s>", "＜ｓ＞", "--", "－－", " — ", "Ａ\u0301"]
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet=st.sampled_from(TRICKY) | st.characters(), max_size=80))
+@given(st.text(alphabet=st.sampled_from(TRICKY) | st.characters(), max_size=80) | st.lists(st.sampled_from(list(TRICKY) + PIECES), max_size=30).map("".join))
 def test_clean_is_idempotent(text):
     once = clean_text(text)
     assert clean_text(once) == once
     assert "<s>" not in once and "</s>" not in once and "\n\n" not in once
     assert once == once.strip()
+
+
+def test_marker_between_a_dash_and_a_space_is_idempotent():
+    # Removing "<s>" once brought a space next to an em dash that a second clean then removed.
+    for raw in ("a -- <s> b", "a －－ ＜ｓ＞ b", "a — </s> b"):
+        once = clean_text(raw)
+        assert once == "a—b" and clean_text(once) == once, raw

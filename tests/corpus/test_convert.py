@@ -121,5 +121,5 @@ def test_combine_one_record_per_article_inputs_untouched(tmp_path):
 
 
 def test_convert_rejects_a_folder_without_json(tmp_path):
-    with pytest.raises(DistillError, match="holds no .json files"):
+    with pytest.raises(DistillError, match="holds no .json articles or Project Gutenberg slices"):
         convert_source(tmp_path)

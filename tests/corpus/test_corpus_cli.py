@@ -12,7 +12,7 @@ from distill.corpus import build_splits, read_split
 from distill.corpus.__main__ import main
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLE = REPO / "corpora" / "britannica-sample"
+SAMPLE = REPO / "corpora" / "britannica-1911-sample"
 BUDGETS = ["--train-words", "60k", "--val-words", "6k", "--test-words", "6_000", "--seed", "7"]
 
 
@@ -92,10 +92,10 @@ def test_module_runs_as_a_program(tmp_path):
 
 def test_a_recipe_whose_corpus_is_not_built_says_how_to_build_it(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # corpus.source is relative: corpora/britannica-1911 does not exist here
-    code = main(["all", "--recipe", str(REPO / "recipes" / "britannica-38m.yaml")])
+    code = main(["all", "--recipe", str(REPO / "recipes" / "britannica-22m.yaml")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
     assert err.startswith("error: corpora/britannica-1911: not found")
-    assert "python -m distill.corpus scrape --out corpora/britannica-1911-raw" in err
-    assert "python -m distill.corpus convert --source corpora/britannica-1911-raw --out corpora/britannica-1911" in err
+    assert "python -m distill.corpus fetch-gutenberg --out corpora/eb1911-gutenberg" in err
+    assert "python -m distill.corpus convert --source corpora/eb1911-gutenberg --out corpora/britannica-1911" in err
     assert not (tmp_path / "models").exists()

@@ -1,0 +1,604 @@
+"""Project Gutenberg's 1911 Encyclopaedia Britannica slices to one plain-text article each.
+
+Project Gutenberg published the 11th edition as "slices" (``<ebook id>-8.txt``, Latin-1 or UTF-8,
+CRLF, hard-wrapped at ~70 columns). Between the ``*** START OF`` / ``*** END OF`` lines a slice
+holds credits, a transcriber's note, often a list of corrections, usually an ``ARTICLES IN THIS
+SLICE`` list, contributor front matter, and then the articles. An article is marked only by its
+uppercase headword at the start of a paragraph (``DEMIURGE (Gr. ...), a handicraftsman ...``);
+articles are separated by two or more blank lines, paragraphs by one.
+
+What :func:`convert_slice` makes of that, one documented way each:
+
+* everything outside START/END, and every line before the first article (credits, notes,
+  correction lists, the article list, contributors), is dropped;
+* articles are cut at their headwords and checked against the slice's own article list: a summary
+  per slice gives ``listed``, ``found`` and the ``missing`` headwords;
+* an article that continues into the next slice (``BULGARIA (_continued from part 3_)``) is joined
+  to its first part by :func:`join_continued`;
+* hard-wrapped lines are joined into paragraphs (a line ending in ``-`` or ``--`` joins without a
+  space); blocks of column-aligned lines (formulae, verse, lists) keep their line breaks;
+* ``_italics_`` lose their underscores; ``^`` superscripts and ``_{2}`` subscripts are kept as
+  they are (the WikiSource path writes ``<sup>``/``<sub>`` the same way);
+* footnotes: the reference marks (``[1]``) are removed from the running text and each footnote's
+  text becomes a paragraph at the end of its article, in order (WikiSource ``<ref>`` alike);
+* ``[Illustration: ...]`` captions, ``[Sidenote: ...]`` marginal notes, ``[v.02 p.0001]`` page
+  markers and ``[** ...]`` proofreader notes are removed;
+* accent codes become Unicode letters: ``[=a]`` ā, ``[)u]`` ŭ, ``[h.]`` ḥ, ``[.x]`` ẋ, ``[:x]`` ẍ,
+  ``[~n]`` ñ, ``['e]`` é; Greek letter names become letters (``[alpha]`` α, ``[Omega]`` Ω) and a
+  few symbols their sign (``[root]`` √, ``[oo]`` ∞, ``[dP]`` ∂, ``[int]`` ∫, ``[gh]`` ȝ);
+  placeholders for glyphs PG could not render (``[symbol]``, ``[HRG]``, ``[Ch]``) stay as they are;
+* ``[Greek: dêmiourgos]``, ``[Hebrew: ...]`` (and Coptic, Arabic, Aramaic): the brackets and label
+  go and the transliteration stays, in Latin letters as PG gives it;
+* ASCII tables drawn with ``+---+`` borders or ``|`` columns are removed and counted (their cells
+  are figures, not prose);
+* the contributor's initials at an article's end (``(K. S.)``) are removed, as the WikiSource
+  path drops ``{{EB1911 footer initials}}``.
+"""
+from __future__ import annotations
+
+import collections
+import gzip
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from distill.errors import DistillError
+
+_START = re.compile(r"^\*\*\* ?START OF (THIS|THE) PROJECT GUTENBERG.*$", re.MULTILINE)
+_END = re.compile(r"^\*\*\* ?END OF (THIS|THE) PROJECT GUTENBERG.*$", re.MULTILINE)
+_END_LINE = re.compile(r"^End of (the )?Project Gutenberg", re.IGNORECASE | re.MULTILINE)
+
+_UP = "A-ZÀ-ÖØ-ÞĀ-ŽŒ"  # capital letters a headword is written in
+# An uppercase headword at the start of a paragraph, then "," or " (": "CAPE MAY, a city",
+# "CAPEL (OF HADHAM), ARTHUR", "D'ALEMBERT, JEAN", "McCLELLAN, GEORGE".
+_HEADWORD = re.compile(
+    rf"^(?P<head>(?:Mc|Mac|M')?[{_UP}][{_UP}'’\-\.&]*(?:[ \-](?:(?:Mc|Mac|M')?[{_UP}0-9][{_UP}0-9'’\-\.&]*|of|de|du|des|la|le|von|van|der|den|y|e|da|di|and|et|d'[{_UP}][{_UP}'’\-]*))*)"
+    r"(?P<after>,| ?\(| ?\[|\.(?= [A-Z0-9\"])| or (?=[A-Z]{2}))"
+)
+_CONTINUED_FROM = re.compile(r"^\s*\(_?continued from[^)]*\)_?\.?", re.IGNORECASE)
+_CONTINUED_IN = re.compile(r"^\s*[_(]+continued in [^)]*\)_?\.?_?\s*$", re.IGNORECASE | re.MULTILINE)
+_PAGE_MARKER = re.compile(r"\[v\.\s?\d+\s+p\.\s?\d+\]")
+_SEPARATOR_BLOCK = re.compile(r"^(?:\s*(?:\[v\.\s?\d+\s+p\.\s?\d+\]|(?:\*\s+){2,}\*)\s*)+$")
+_FOOTNOTES_HEADING = re.compile(r"^\s*FOOTNOTES?:\s*$", re.MULTILINE)
+_FOOTNOTE_ENTRY = re.compile(r"^\s*\[(\d{1,3}|[a-z]|\*)\]\s+", re.MULTILINE)
+_FOOTNOTE_REF = re.compile(r"\[\d{1,3}\]")
+_TABLE_BORDER = re.compile(r"\+[-=]{2,}|[-=]{2,}\+")
+_TABLE_ROW = re.compile(r"^\s*\||\|\s*$|\|[^|\n]*\|")
+_INITIALS = re.compile(r"(?:^|\s{2,}|\n)\s*\(\s*(?:[A-Z][A-Za-z]{0,3}\.\s*){1,5}(?:[;,]\s*(?:and\s+)?(?:[A-Z][A-Za-z]{0,3}\.\s*){1,5})*\*?\s*\)\s*$")
+_ITALIC = re.compile(r"(?<![\w}\\])_(?=[^\s_{])((?:[^_\n]|\n(?!\n)){1,400}?)(?<=[^\s_])_(?![\w{])")
+_SPACES = re.compile(r"[ \t]+")
+
+_GREEK = {
+    "alpha": "α", "beta": "β", "gamma": "γ", "delta": "δ", "epsilon": "ε", "zeta": "ζ", "eta": "η", "theta": "θ",
+    "iota": "ι", "kappa": "κ", "lambda": "λ", "mu": "μ", "nu": "ν", "xi": "ξ", "omicron": "ο", "pi": "π", "rho": "ρ",
+    "sigma": "σ", "tau": "τ", "upsilon": "υ", "phi": "φ", "chi": "χ", "psi": "ψ", "omega": "ω",
+    "varpi": "ϖ", "digamma": "ϝ", "stigma": "ϛ", "koppa": "ϟ", "vartheta": "ϑ", "varphi": "ϕ",
+}
+_SYMBOLS = {
+    "root": "√", "sqrt": "√", "oo": "∞", "infinity": "∞", "int": "∫", "integral": "∫", "Integral": "∫",
+    "nabla": "∇", "Nabla": "∇", "dP": "∂", "Pd": "∂", "flat": "♭", "sharp": "♯", "natural": "♮", "equiv": "≡",
+    "equivalent": "≡", ">=": "≥", "<=": "≤", "=<": "≤", "/=": "≠", "+-": "±", "dagger": "†", "+": "†", "mars": "♂",
+    "venus": "♀", "male": "♂", "female": "♀", "schwa": "ə", "gh": "ȝ", "Gh": "Ȝ", "GH": "Ȝ", "f": "f", "Sum": "∑",
+    "sum": "∑", "×": "×", "oe": "œ", "OE": "Œ",
+}
+for _name, _letter in list(_GREEK.items()):
+    _SYMBOLS[_name] = _letter
+    _SYMBOLS[_name.capitalize()] = _letter.upper() if _name not in ("varpi", "vartheta", "varphi") else _letter
+    _SYMBOLS[_name.upper()] = _SYMBOLS[_name.capitalize()]
+_SYMBOL_CODE = re.compile(r"\[(" + "|".join(re.escape(k) for k in sorted(_SYMBOLS, key=len, reverse=True)) + r")\]")
+# Accent codes: a mark before (``[=a]``, ``[)u]``, ``[.x]``) or a dot after (``[h.]``) one letter.
+_ACCENT_BEFORE = {"=": "\u0304", ")": "\u0306", ".": "\u0307", ":": "\u0308", "~": "\u0303", "'": "\u0301", "`": "\u0300", "^": "\u0302", "v": "\u030c", "|": "\u030d", ",": "\u0327"}
+_ACCENT_CODE = re.compile(r"\[([=).:~'`^v|,])([^\W\d_])\]|\[([^\W\d_])\.\]")
+_TRANSLITERATION = re.compile(r"\[(?:Greek|greek|Hebrew|Coptic|Arabic|Aramaic|Notation|Symbols?|symbol):\s*", re.UNICODE)
+_DROP_BRACKETS = ("[Illustration", "[Illustation", "[Illustrstion", "[Illusration", "[ILLUSTRATION", "[Sidenote", "[** ", "[**", "[Note regarding")
+
+
+@dataclass
+class GutenbergArticle:
+    """One article of a slice: its title (from the headword), its text and where it came from."""
+
+    title: str
+    key: str  # the headword normalised for matching against the slice's list
+    body: str
+    source: str
+    continued: bool = False  # starts "(continued from ...)": the rest of an article of an earlier slice
+
+
+@dataclass
+class SliceReport:
+    """What :func:`convert_slice` found in one slice."""
+
+    file: str
+    articles: list[GutenbergArticle] = field(default_factory=list)
+    listed: int = 0
+    found: int = 0
+    missing: list[str] = field(default_factory=list)
+    tables: int = 0
+    unlisted: int = 0
+
+    def summary(self) -> dict:
+        return {
+            "file": self.file,
+            "articles": len(self.articles),
+            "words": sum(len(a.body.split()) for a in self.articles),
+            "listed": self.listed,
+            "found": self.found,
+            "missing": self.missing,
+            "tables_removed": self.tables,
+        }
+
+
+def read_gutenberg_file(path: str | Path) -> str:
+    """The text of a ``.txt`` or ``.txt.gz`` file: UTF-8 (with or without BOM), else Latin-1; LF line ends."""
+    path = Path(path)
+    try:
+        data = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+    except (OSError, EOFError) as err:
+        raise DistillError(f"{path}: cannot be read ({err}); download it again (python -m distill.corpus fetch-gutenberg)") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def is_gutenberg_text(text: str) -> bool:
+    """True when ``text`` carries Project Gutenberg's START line in its first 20k characters."""
+    return _START.search(text[:20000]) is not None
+
+
+def strip_boilerplate(text: str, source: str = "") -> str:
+    """The text between Project Gutenberg's START and END lines (licence, header and footer go)."""
+    start = _START.search(text)
+    if start is None:
+        raise DistillError(f"{source}: no '*** START OF THE PROJECT GUTENBERG EBOOK' line; is this a Project Gutenberg text file? (--format gutenberg)")
+    end = _END.search(text, start.end())
+    body = text[start.end(): end.start() if end else len(text)]
+    tail = _END_LINE.search(body)
+    if tail:
+        body = body[: tail.start()]
+    return body
+
+
+def headword_key(headword: str) -> str:
+    """A headword reduced for matching: the part before "," or " (", accents and punctuation gone."""
+    head = re.split(r",| ?\(| ?\[|\. | or ", headword, maxsplit=1)[0]
+    head = unicodedata.normalize("NFKD", head.replace("Æ", "AE").replace("Œ", "OE").replace("æ", "ae").replace("œ", "oe"))
+    return "".join(ch for ch in head.upper() if ch.isalnum() and not unicodedata.combining(ch) and ch.isascii())
+
+
+def parse_article_list(body: str) -> tuple[list[str], int]:
+    """The headwords of the ``ARTICLES IN THIS SLICE`` list and the offset where the list ends.
+
+    The list is two columns separated by runs of spaces; it ends at the first two blank lines after
+    it started. A slice without a list gives ``([], 0)``.
+    """
+    match = re.search(r"^\s*ARTICLES IN THIS SLICE:?\s*$", body, re.MULTILINE)
+    if match is None:
+        return [], 0
+    entries: list[str] = []
+    position = match.end()
+    blank = 0
+    started = False
+    for line in body[position:].split("\n"):
+        position += len(line) + 1
+        if not line.strip():
+            blank += 1
+            if started and blank >= 2:
+                break
+            continue
+        blank = 0
+        started = True
+        entries.extend(part.strip() for part in re.split(r"\s{2,}", line.strip()) if part.strip())
+    return entries, min(position, len(body))
+
+
+def _blocks(text: str) -> list[tuple[int, str]]:
+    """(blank lines before, block) for each run of non-blank lines.
+
+    A block that is only a page marker or a row of asterisks counts as blank lines: it separates
+    what is around it, it is not text.
+    """
+    out = []
+    blank = 0
+    lines: list[str] = []
+    for line in text.split("\n") + [""]:
+        if line.strip():
+            lines.append(line.rstrip())
+            continue
+        if lines:
+            block = "\n".join(lines)
+            lines = []
+            if _SEPARATOR_BLOCK.match(block):
+                blank += 1 + block.count("\n")
+            else:
+                out.append((blank, block))
+                blank = 0
+        blank += 1
+    return out
+
+
+def _drop_bracketed(text: str, prefixes: Iterable[str]) -> tuple[str, int]:
+    """Remove ``[Prefix ...]`` spans with balanced brackets (they may span lines and nest)."""
+    prefixes = tuple(prefixes)
+    out = []
+    position = 0
+    removed = 0
+    while True:
+        starts = [i for i in (text.find(p, position) for p in prefixes) if i >= 0]
+        if not starts:
+            out.append(text[position:])
+            return "".join(out), removed
+        start = min(starts)
+        out.append(text[position:start])
+        depth = 0
+        end = len(text)
+        for i in range(start, len(text)):
+            if text[i] == "[":
+                depth += 1
+            elif text[i] == "]":
+                depth -= 1
+                if depth == 0:
+                    end = i + 1
+                    break
+            elif text[i] == "\n" and text.startswith("\n\n", i) and depth == 1 and i - start > 2000:
+                end = i  # an unclosed note never eats more than its paragraph
+                break
+        removed += 1
+        position = end
+
+
+def _unwrap_transliterations(text: str) -> str:
+    """``[Greek: logos]`` -> ``logos`` (balanced: the content may hold ``[=a]`` codes)."""
+    out = []
+    position = 0
+    for match in _TRANSLITERATION.finditer(text):
+        if match.start() < position:
+            continue
+        out.append(text[position: match.start()])
+        depth = 1
+        i = match.end()
+        while i < len(text) and depth:
+            if text[i] == "[":
+                depth += 1
+            elif text[i] == "]":
+                depth -= 1
+            i += 1
+        out.append(text[match.end(): i - 1 if depth == 0 else i])
+        position = i
+    out.append(text[position:])
+    return "".join(out)
+
+
+def _accent(match: re.Match) -> str:
+    if match.group(3):
+        return unicodedata.normalize("NFC", match.group(3) + "\u0323")
+    return unicodedata.normalize("NFC", match.group(2) + _ACCENT_BEFORE[match.group(1)])
+
+
+def inline_markup(text: str) -> str:
+    """Italics, footnote marks, symbol and accent codes and transliteration brackets of a paragraph."""
+    text = _unwrap_transliterations(text)
+    text = _SYMBOL_CODE.sub(lambda m: _SYMBOLS[m.group(1)], text)
+    text = _ACCENT_CODE.sub(_accent, text)
+    text = _FOOTNOTE_REF.sub("", text)
+    text = _ITALIC.sub(lambda m: m.group(1), text)
+    return text
+
+
+def _is_display(lines: list[str]) -> bool:
+    """Column-aligned blocks (formulae, verse, lists) keep their line breaks."""
+    if len(lines) < 2:
+        return False
+    aligned = sum(1 for line in lines if re.search(r"\S {3,}\S", line.strip()) or len(line) - len(line.lstrip()) >= 5)
+    return aligned * 2 >= len(lines)
+
+
+def _unwrap(block: str) -> str:
+    """A block's lines as one paragraph (or as lines, for a display block)."""
+    lines = [line for line in block.split("\n")]
+    if _is_display(lines):
+        return "\n".join(_SPACES.sub(" ", line).strip() for line in lines if line.strip())
+    out = ""
+    for line in lines:
+        line = line.strip()
+        if not out:
+            out = line
+        elif out.endswith("-") and not out.endswith(" -"):
+            out += line
+        else:
+            out += " " + line
+    return _SPACES.sub(" ", out)
+
+
+def _remove_tables(block: str) -> tuple[str, int]:
+    """Drop ``+---+`` borders and ``|`` rows of ASCII tables; returns the rest and the tables met."""
+    lines = block.split("\n")
+    keep = []
+    tables = 0
+    in_table = False
+    for line in lines:
+        if _TABLE_BORDER.search(line) or _TABLE_ROW.search(line):
+            if not in_table:
+                tables += 1
+            in_table = True
+            continue
+        in_table = False
+        keep.append(line)
+    return "\n".join(keep), tables
+
+
+def _split_footnotes(text: str) -> tuple[str, list[str]]:
+    """The article text without its footnotes, and the footnote texts in order.
+
+    Newer slices put a ``FOOTNOTES:`` block after the article with ``[1] text`` entries; older
+    ones put ``[Footnote 1: text]`` blocks after the paragraph that cites them.
+    """
+    notes: list[str] = []
+    if _FOOTNOTES_HEADING.search(text):
+        # After a heading, footnote entries ("  [1] text", indented continuations) run until a
+        # paragraph that is neither: the article goes on (two articles may share a heading).
+        body: list[str] = []
+        in_notes = False
+        for block in re.split(r"\n[ \t]*\n", text):
+            if _FOOTNOTES_HEADING.fullmatch(block.strip("\n")):
+                in_notes = True
+                continue
+            entry = _FOOTNOTE_ENTRY.match(block)
+            if in_notes and entry:
+                notes.append(block[entry.end():])
+            elif in_notes and notes and block[:1].isspace():
+                notes[-1] += "\n" + block
+            else:
+                in_notes = False
+                body.append(block)
+        text = "\n\n".join(body)
+    out = []
+    position = 0
+    for match in re.finditer(r"\[Footnote\s*[\w*]{0,4}\s*:\s*", text):
+        if match.start() < position:
+            continue
+        out.append(text[position: match.start()])
+        depth = 1
+        i = match.end()
+        while i < len(text) and depth:
+            if text[i] == "[":
+                depth += 1
+            elif text[i] == "]":
+                depth -= 1
+            i += 1
+        notes.append(text[match.end(): i - 1 if depth == 0 else i])
+        position = i
+    out.append(text[position:])
+    return "".join(out), notes
+
+
+def article_text(raw: str) -> tuple[str, int]:
+    """One article's raw slice text (headword paragraph first) to plain text; returns (text, tables)."""
+    raw = _PAGE_MARKER.sub("", raw)
+    raw = _CONTINUED_IN.sub("", raw)
+    raw, _ = _drop_bracketed(raw, _DROP_BRACKETS)
+    raw, notes = _split_footnotes(raw)
+    paragraphs = []
+    tables = 0
+    for _, block in _blocks(raw):
+        # A contributor's initials close an article or a signed part of one ("(E. H. B.; D. G. H.)").
+        block = _INITIALS.sub("", block.rstrip())
+        block, found = _remove_tables(block)
+        tables += found
+        if block.strip():
+            paragraphs.append(inline_markup(_unwrap(block)))
+    for note in notes:
+        for _, block in _blocks(note):
+            paragraphs.append(inline_markup(_unwrap(block)))
+    text = "\n".join(p.strip() for p in paragraphs if p.strip())
+    return text, tables
+
+
+_PARTICLES = {"of", "de", "du", "des", "la", "le", "von", "van", "der", "den", "y", "e", "da", "di", "and", "et", "the", "in", "on", "or"}
+_ROMAN = re.compile(r"^[IVXLC]+\.?$")
+_TITLE_MORE = re.compile(
+    rf"^, ((?:Mc|Mac|M')?[{_UP}][{_UP}'’\-\.&]+(?: (?:(?:Mc|Mac|M')?[{_UP}0-9][{_UP}0-9'’\-\.&]*|of|de|du|la|le|von|van|der|y|da|di|and))*)(?=,| ?\(| ?\[|\.? |$)"
+)
+
+
+def _title_case(word: str) -> str:
+    if _ROMAN.match(word) and word not in ("I.", "LI", "CI", "DI", "LI."):
+        return word
+    if word.startswith(("Mc", "Mac")) and len(word) > 3 and word[2:].isupper():
+        return word[:2] + _title_case(word[2:]) if word.startswith("Mc") else word[:3] + _title_case(word[3:])
+    return "".join(part[:1].upper() + part[1:].lower() for part in re.split(r"(?<=[\-'’ ])", word))
+
+
+def _title(head: str) -> str:
+    """``CAPE MAY`` -> ``Cape May``, ``CHARLES IV`` -> ``Charles IV``; particles stay lower-case."""
+    words = head.split(" ")
+    return " ".join(w.lower() if i and w.lower() in _PARTICLES else _title_case(w) for i, w in enumerate(words))
+
+
+def article_title(block: str, match: re.Match) -> str:
+    """The article's title: the headword and the uppercase names after it (``CAPEFIGUE, JEAN``),
+    title-cased: ``Capefigue, Jean``."""
+    parts = [match.group("head")]
+    rest = block[match.end("head"):].split("\n", 1)[0]
+    while True:
+        more = _TITLE_MORE.match(rest)
+        if more is None or sum(ch.isupper() for ch in more.group(1)) < 2:
+            break
+        parts.append(more.group(1))
+        rest = rest[more.end():]
+    return ", ".join(_title(part.strip()) for part in parts)
+
+
+def _candidate(block: str) -> re.Match | None:
+    """The headword match of a block that starts like an article, else None."""
+    match = _HEADWORD.match(block)
+    if match is None or sum(ch.isupper() for ch in match.group("head")) < 2 or not headword_key(match.group("head")):
+        return None
+    return match
+
+
+def _separator(blocks: list[tuple[int, str]]) -> int:
+    """How many blank lines stand between two articles in this slice (3, 2 or 1).
+
+    Most slices leave three blank lines between articles and one between paragraphs; a few old
+    releases leave two, or one. A slice is read by the widest gap that at least 10 headwords have.
+    """
+    gaps = collections.Counter(min(blank, 3) for blank, block in blocks if _candidate(block))
+    for gap in (3, 2):
+        if sum(n for g, n in gaps.items() if g >= gap) >= 10:
+            return gap
+    return 1
+
+
+_FRONT_MARKER = re.compile(
+    r"ARTICLES IN THIS SLICE|INITIALS USED IN|PRINCIPAL UNSIGNED ARTICLES|ELEVENTH EDITION|^\s*VOLUME [IVXL]+\b|"
+    r"^\s*Transcriber's [Nn]ote|E-Text Edition|^\s*\[Note|^\s*Produced by|A DICTIONARY OF ARTS|^\s*THE ENCYCLOP",
+    re.MULTILINE,
+)
+
+
+def _front_matter_end(blocks: list[tuple[int, str]]) -> int:
+    """Index of the first block after the volume's front matter (credits, notes, contributors).
+
+    Front matter is recognised by its headings (``INITIALS USED IN``, ``ELEVENTH EDITION``, ...)
+    in short blocks near the start; the articles start after the last one.
+    """
+    last = 0
+    for i, (_, block) in enumerate(blocks[:800]):
+        if len(block) < 400 and _FRONT_MARKER.search(block):
+            last = i + 1
+    return last
+
+
+def convert_slice(path: str | Path, text: str | None = None) -> SliceReport:
+    """Cut one slice into articles (see the module docstring); nothing is written."""
+    path = Path(path)
+    report = SliceReport(file=path.name)
+    body = strip_boilerplate(read_gutenberg_file(path) if text is None else text.replace("\r\n", "\n"), str(path))
+    listed_entries, list_end = parse_article_list(body)
+    listed = collections.Counter(headword_key(e) for e in listed_entries if headword_key(e))
+    report.listed = sum(listed.values())
+    blocks = [(blank, _PAGE_MARKER.sub("", block).lstrip()) for blank, block in _blocks(body)]
+    start = len(_blocks(body[:list_end])) if list_end else _front_matter_end(blocks)
+    gap = _separator(blocks[start:])
+
+    heads: list[tuple[int, re.Match]] = []
+    for index in range(start, len(blocks)):
+        blank, block = blocks[index]
+        match = _candidate(block)
+        # A listed headword starts an article wherever it stands; another only after an article gap.
+        if match is not None and (blank >= gap or headword_key(match.group("head")) in listed):
+            heads.append((index, match))
+    found = collections.Counter()
+    for n, (index, match) in enumerate(heads):
+        end = heads[n + 1][0] if n + 1 < len(heads) else len(blocks)
+        raw = "\n\n".join(block for _, block in blocks[index:end])
+        head = match.group("head")
+        key = headword_key(head)
+        rest = raw[match.end("head"):]
+        continued = bool(_CONTINUED_FROM.match(rest))
+        if continued:
+            raw = raw[: match.end("head")] + _CONTINUED_FROM.sub("", rest, count=1)
+        text_, tables = article_text(raw)
+        report.tables += tables
+        if continued:
+            # The headword repeats in the continuation; keep the text after it.
+            text_ = text_[len(head):].lstrip(" ,") if text_.startswith(head) else text_
+        found[key] += 1
+        report.unlisted += key not in listed
+        if text_.strip():
+            report.articles.append(GutenbergArticle(article_title(blocks[index][1], match), key, text_, path.name, continued))
+    if listed:
+        report.found, report.missing = _match_list(listed, found)
+    return report
+
+
+def _match_list(listed: collections.Counter, found: collections.Counter) -> tuple[int, list[str]]:
+    """How many listed headwords were found, and the missing ones.
+
+    A list entry may carry more of the name than the headword's first part ("CAPITO WOLFGANG" for
+    "CAPITO (or KÖPFEL), WOLFGANG"): an entry that is not found exactly is matched to a found
+    headword it starts with.
+    """
+    missing = listed - found
+    spare = found - listed
+    for key in sorted(missing):
+        for _ in range(missing[key]):
+            match = next((k for k in spare if spare[k] > 0 and (key.startswith(k) or k.startswith(key))), None)
+            if match is None:
+                break
+            spare[match] -= 1
+            missing[key] -= 1
+    missing = +missing
+    return sum(listed.values()) - sum(missing.values()), sorted(missing.elements())
+
+
+def join_continued(articles: list[GutenbergArticle]) -> list[GutenbergArticle]:
+    """Append each ``continued from`` part to the last earlier article with the same headword."""
+    out: list[GutenbergArticle] = []
+    last_by_key: dict[str, GutenbergArticle] = {}
+    for article in articles:
+        first = last_by_key.get(article.key)
+        if article.continued and first is not None:
+            first.body = first.body + "\n" + article.body
+            continue
+        out.append(article)
+        last_by_key[article.key] = article
+    return out
+
+
+_SLICE_ORDER = re.compile(r"volume-(\d+)-(slice|part|appendix)-?(\d*)")
+
+
+def slice_order(path: Path) -> tuple:
+    """Files in reading order: volume, then slices and parts by number (appendices last)."""
+    match = _SLICE_ORDER.search(path.name)
+    if not match:
+        return (10**6, path.name)
+    kind = {"slice": 0, "part": 1, "appendix": 2}[match.group(2)]
+    return (int(match.group(1)), kind, int(match.group(3) or 0), path.name)
+
+
+def gutenberg_files(source: Path) -> list[Path]:
+    """Every ``.txt``/``.txt.gz`` under ``source`` (recursively), in reading order."""
+    if source.is_file():
+        return [source]
+    files = [p for p in source.rglob("*") if p.is_file() and (p.name.endswith(".txt") or p.name.endswith(".txt.gz"))]
+    return sorted(files, key=slice_order)
+
+
+def is_gutenberg_file(path: Path) -> bool:
+    """True when ``path`` is a Project Gutenberg text file (``.txt`` or ``.txt.gz``)."""
+    try:
+        if path.name.endswith(".gz"):
+            with gzip.open(path, "rb") as handle:
+                head = handle.read(20000)
+        else:
+            with open(path, "rb") as handle:
+                head = handle.read(20000)
+    except (OSError, EOFError):
+        return False
+    return is_gutenberg_text(head.decode("latin-1"))
+
+
+def is_author_list(report: SliceReport, text_head: str) -> bool:
+    return "author list" in text_head.lower() or "appendix" in report.file
+
+
+__all__ = [
+    "GutenbergArticle",
+    "SliceReport",
+    "article_text",
+    "convert_slice",
+    "gutenberg_files",
+    "headword_key",
+    "inline_markup",
+    "is_gutenberg_file",
+    "join_continued",
+    "parse_article_list",
+    "read_gutenberg_file",
+    "strip_boilerplate",
+]
