@@ -5,7 +5,7 @@ Library entry points (the command line is ``python -m distill.corpus``):
 * :func:`build_splits` -- every offline stage from a source folder to a split folder;
 * :func:`read_split` -- the article texts of a split file (``<s> TEXT </s>`` records);
 * :func:`clean_text` -- the idempotent normaliser applied to every article;
-* :func:`split_by_word_budget` -- the deterministic O(n) assignment of articles to splits.
+* :func:`split_by_word_budget` -- the deterministic O(n log n) assignment of articles to splits.
 """
 from __future__ import annotations
 

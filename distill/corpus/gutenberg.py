@@ -584,10 +584,6 @@ def is_gutenberg_file(path: Path) -> bool:
     return is_gutenberg_text(head.decode("latin-1"))
 
 
-def is_author_list(report: SliceReport, text_head: str) -> bool:
-    return "author list" in text_head.lower() or "appendix" in report.file
-
-
 __all__ = [
     "GutenbergArticle",
     "SliceReport",
