@@ -185,10 +185,26 @@ def iter_articles(path: Path) -> Iterator[str]:
             raise DistillError(f"{path}: holds no .txt files; give a folder of per-article .txt files or a record file")
         for file in files:
             yield file.read_text(encoding="utf-8")
+    elif path.is_file() and path.suffix == ".json":
+        yield from iter_wikisource_pages(path)
     elif path.is_file():
         yield from iter_records(path)
     else:
         raise DistillError(f"{path}: not found; give a folder of per-article .txt files or a record file")
+
+
+def iter_wikisource_pages(path: Path) -> Iterator[str]:
+    """Each ``Page:`` wikitext of a JSON file (a list of ``{"raw_text": ...}`` or a map of page title
+    to wikitext), converted the way ``convert`` converts an article's pages."""
+    import json
+
+    from distill.corpus.wikitext import wikitext_to_text
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    pages = data.values() if isinstance(data, dict) else (item.get("raw_text") for item in data)
+    for wikitext in pages:
+        if wikitext:
+            yield wikitext_to_text(wikitext)
 
 
 def iter_batches(articles: Iterator[str], size: int = BATCH_CHARS) -> Iterator[tuple[str, int, int]]:
@@ -272,7 +288,7 @@ def report(labels: list[str], tallies: list[Tally], total: Tally) -> tuple[str, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("inputs", nargs="+", help="folders of per-article .txt files or record files (<s> TEXT </s>)")
+    parser.add_argument("inputs", nargs="+", help="folders of per-article .txt files, record files (<s> TEXT </s>), or JSON files of WikiSource Page: wikitext (converted first)")
     parser.add_argument("--name", help="label of this corpus in the RESULTS.md section name (corpus_residue-NAME)")
     parser.add_argument("--examples", type=int, default=3, help="example contexts per pattern (default 3)")
     parser.add_argument("--json", help="write the counts and examples to this JSON file")

@@ -23,6 +23,7 @@ import collections
 import hashlib
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -200,15 +201,23 @@ def _gutenberg_articles(paths: list[Path], report: ConvertReport, min_words: int
     return articles
 
 
+def _title_key(title: str) -> str:
+    """A title for matching across sources: ASCII letters and digits only, upper case
+    ("Capefigue, Jean Baptiste Honoré" == "CAPEFIGUE, JEAN-BAPTISTE HONORÉ")."""
+    folded = unicodedata.normalize("NFKD", title.replace("æ", "ae").replace("Æ", "AE").replace("œ", "oe").replace("Œ", "OE"))
+    return "".join(ch for ch in folded.upper() if ch.isascii() and ch.isalnum())
+
+
 def _dedupe_across_sources(groups: list[list[Article]], dropped: collections.Counter) -> list[Article]:
-    """Articles of several sources, an article whose headword an earlier source gave dropped."""
+    """Articles of several sources, an article whose whole title an earlier source gave dropped
+    (as many times as the earlier sources gave it)."""
     kept: list[Article] = []
     earlier: collections.Counter = collections.Counter()
     for articles in groups:
-        here = collections.Counter(gutenberg.headword_key(a.title) for a in articles)
+        here = collections.Counter(_title_key(a.title) for a in articles)
         budget = collections.Counter({key: earlier[key] for key in here})
         for article in articles:
-            key = gutenberg.headword_key(article.title)
+            key = _title_key(article.title)
             if budget[key] > 0:
                 budget[key] -= 1
                 dropped["in an earlier source"] += 1

@@ -50,15 +50,17 @@ _START = re.compile(r"^\*\*\* ?START OF (THIS|THE) PROJECT GUTENBERG.*$", re.MUL
 _END = re.compile(r"^\*\*\* ?END OF (THIS|THE) PROJECT GUTENBERG.*$", re.MULTILINE)
 _END_LINE = re.compile(r"^End of (the )?Project Gutenberg", re.IGNORECASE | re.MULTILINE)
 
-_UP = "A-ZÀ-ÖØ-ÞĀ-ŽŒ"  # capital letters a headword is written in
+_UP = "A-ZÀ-ÖØ-ÞĀ-ŽŒḀ-ỿ"  # capital letters a headword is written in
 # An uppercase headword at the start of a paragraph, then "," or " (": "CAPE MAY, a city",
 # "CAPEL (OF HADHAM), ARTHUR", "D'ALEMBERT, JEAN", "McCLELLAN, GEORGE".
 _HEADWORD = re.compile(
     rf"^(?P<head>(?:Mc|Mac|M')?[{_UP}][{_UP}'’\-\.&]*(?:[ \-](?:(?:Mc|Mac|M')?[{_UP}0-9][{_UP}0-9'’\-\.&]*|of|de|du|des|la|le|von|van|der|den|y|e|da|di|and|et|d'[{_UP}][{_UP}'’\-]*))*)"
     r"(?P<after>,| ?\(| ?\[|\.(?= [A-Z0-9\"])| or (?=[A-Z]{2}))"
 )
-_CONTINUED_FROM = re.compile(r"^\s*\(_?continued from[^)]*\)_?\.?", re.IGNORECASE)
+_CONTINUED_FROM = re.compile(r"\s*\(_?continued\s+from[^)]*\)_?\.?", re.IGNORECASE)
 _CONTINUED_IN = re.compile(r"^\s*[_(]+continued in [^)]*\)_?\.?_?\s*$", re.IGNORECASE | re.MULTILINE)
+_BACK_MATTER = re.compile(r"^\s*(?:Corrections made to (?:the )?printed original|Typographical errors corrected|Transcriber's [Nn]otes?\b.*:)", re.IGNORECASE)
+_NOT_A_HEADWORD = {"AUTHORITIES", "AUTHORITY", "BIBLIOGRAPHY", "REFERENCES", "LITERATURE", "FIG", "FIGS", "TABLE", "RULE", "NOTE", "NOTES", "PLATE", "SOURCES", "WORKS"}
 _PAGE_MARKER = re.compile(r"\[v\.\s?\d+\s+p\.\s?\d+\]")
 _SEPARATOR_BLOCK = re.compile(r"^(?:\s*(?:\[v\.\s?\d+\s+p\.\s?\d+\]|(?:\*\s+){2,}\*)\s*)+$")
 _FOOTNOTES_HEADING = re.compile(r"^\s*FOOTNOTES?:\s*$", re.MULTILINE)
@@ -69,6 +71,7 @@ _TABLE_ROW = re.compile(r"^\s*\||\|\s*$|\|[^|\n]*\|")
 _INITIALS = re.compile(r"(?:^|\s{2,}|\n)\s*\(\s*(?:[A-Z][A-Za-z]{0,3}\.\s*){1,5}(?:[;,]\s*(?:and\s+)?(?:[A-Z][A-Za-z]{0,3}\.\s*){1,5})*\*?\s*\)\s*$")
 _ITALIC = re.compile(r"(?<![\w}\\])_(?=[^\s_{])((?:[^_\n]|\n(?!\n)){1,400}?)(?<=[^\s_])_(?![\w{])")
 _SPACES = re.compile(r"[ \t]+")
+_STRAY_UNDERSCORE = re.compile(r"(?<![\w}])_+(?!\{)|(?<=\w)_+(?=[\s,.;:)!?]|$)")
 
 _GREEK = {
     "alpha": "α", "beta": "β", "gamma": "γ", "delta": "δ", "epsilon": "ε", "zeta": "ζ", "eta": "η", "theta": "θ",
@@ -81,18 +84,19 @@ _SYMBOLS = {
     "nabla": "∇", "Nabla": "∇", "dP": "∂", "Pd": "∂", "flat": "♭", "sharp": "♯", "natural": "♮", "equiv": "≡",
     "equivalent": "≡", ">=": "≥", "<=": "≤", "=<": "≤", "/=": "≠", "+-": "±", "dagger": "†", "+": "†", "mars": "♂",
     "venus": "♀", "male": "♂", "female": "♀", "schwa": "ə", "gh": "ȝ", "Gh": "Ȝ", "GH": "Ȝ", "f": "f", "Sum": "∑",
-    "sum": "∑", "×": "×", "oe": "œ", "OE": "Œ",
+    "sum": "∑", "×": "×", "oe": "œ", "OE": "Œ", "dr.": "ʒ", "oz.": "℥", "Rx.": "℞",
 }
 for _name, _letter in list(_GREEK.items()):
     _SYMBOLS[_name] = _letter
     _SYMBOLS[_name.capitalize()] = _letter.upper() if _name not in ("varpi", "vartheta", "varphi") else _letter
     _SYMBOLS[_name.upper()] = _SYMBOLS[_name.capitalize()]
 _SYMBOL_CODE = re.compile(r"\[(" + "|".join(re.escape(k) for k in sorted(_SYMBOLS, key=len, reverse=True)) + r")\]")
+_ACCENTED_SYMBOL = re.compile(r"\[([=\-).:~'`^v|,])(" + "|".join(re.escape(k) for k in sorted(_GREEK, key=len, reverse=True)) + r")\]", re.IGNORECASE)
 # Accent codes: a mark before (``[=a]``, ``[)u]``, ``[.x]``) or a dot after (``[h.]``) one letter.
-_ACCENT_BEFORE = {"=": "\u0304", ")": "\u0306", ".": "\u0307", ":": "\u0308", "~": "\u0303", "'": "\u0301", "`": "\u0300", "^": "\u0302", "v": "\u030c", "|": "\u030d", ",": "\u0327"}
-_ACCENT_CODE = re.compile(r"\[([=).:~'`^v|,])([^\W\d_])\]|\[([^\W\d_])\.\]")
+_ACCENT_BEFORE = {"=": "\u0304", "-": "\u0304", ")": "\u0306", ".": "\u0307", ":": "\u0308", "~": "\u0303", "'": "\u0301", "`": "\u0300", "^": "\u0302", "v": "\u030c", "|": "\u030d", ",": "\u0327"}
+_ACCENT_CODE = re.compile(r"\[([=\-).:~'`^v|,])([^\W\d_])\]|\[([^\W\d_])\.\]")
 _TRANSLITERATION = re.compile(r"\[(?:Greek|greek|Hebrew|Coptic|Arabic|Aramaic|Notation|Symbols?|symbol):\s*", re.UNICODE)
-_DROP_BRACKETS = ("[Illustration", "[Illustation", "[Illustrstion", "[Illusration", "[ILLUSTRATION", "[Sidenote", "[** ", "[**", "[Note regarding")
+_DROP_BRACKETS = ("[Illus", "[ILLUS", "[Sidenote", "[Map:", "[**", "[Note regarding")  # "[Illus" also catches PG's misspellings
 
 
 @dataclass
@@ -251,7 +255,8 @@ def _drop_bracketed(text: str, prefixes: Iterable[str]) -> tuple[str, int]:
 
 
 def _unwrap_transliterations(text: str) -> str:
-    """``[Greek: logos]`` -> ``logos`` (balanced: the content may hold ``[=a]`` codes)."""
+    """``[Greek: logos]`` -> ``logos`` (balanced: the content may hold ``[=a]`` codes). An opener
+    whose ``]`` is missing ends at the next opener or paragraph end, so it hides nothing after it."""
     out = []
     position = 0
     for match in _TRANSLITERATION.finditer(text):
@@ -260,14 +265,20 @@ def _unwrap_transliterations(text: str) -> str:
         out.append(text[position: match.start()])
         depth = 1
         i = match.end()
-        while i < len(text) and depth:
+        stop = _TRANSLITERATION.search(text, match.end())
+        limit = min(stop.start() if stop else len(text), text.find("\n\n", match.end()) % (len(text) + 1))
+        while i < limit and depth:
             if text[i] == "[":
                 depth += 1
             elif text[i] == "]":
                 depth -= 1
             i += 1
-        out.append(text[match.end(): i - 1 if depth == 0 else i])
-        position = i
+        if depth:  # unclosed: keep its words, drop the label
+            out.append(text[match.end(): limit])
+            position = limit
+        else:
+            out.append(text[match.end(): i - 1])
+            position = i
     out.append(text[position:])
     return "".join(out)
 
@@ -278,14 +289,19 @@ def _accent(match: re.Match) -> str:
     return unicodedata.normalize("NFC", match.group(2) + _ACCENT_BEFORE[match.group(1)])
 
 
+def _codes(text: str) -> str:
+    """Symbol and accent codes to letters: ``[alpha]`` -> α, ``[=a]`` -> ā, ``[=omega]`` -> ω̄."""
+    text = _ACCENTED_SYMBOL.sub(lambda m: unicodedata.normalize("NFC", _SYMBOLS[m.group(2)] + _ACCENT_BEFORE[m.group(1)]), text)
+    return _ACCENT_CODE.sub(_accent, _SYMBOL_CODE.sub(lambda m: _SYMBOLS[m.group(1)], text))
+
+
 def inline_markup(text: str) -> str:
     """Italics, footnote marks, symbol and accent codes and transliteration brackets of a paragraph."""
-    text = _unwrap_transliterations(text)
-    text = _SYMBOL_CODE.sub(lambda m: _SYMBOLS[m.group(1)], text)
-    text = _ACCENT_CODE.sub(_accent, text)
+    text = _codes(_unwrap_transliterations(text))
     text = _FOOTNOTE_REF.sub("", text)
     text = _ITALIC.sub(lambda m: m.group(1), text)
-    return text
+    # What is left is a source typo ("_Grès des Vosges, _or"): an underscore at a word's edge.
+    return _STRAY_UNDERSCORE.sub("", text)
 
 
 def _is_display(lines: list[str]) -> bool:
@@ -306,7 +322,9 @@ def _unwrap(block: str) -> str:
         line = line.strip()
         if not out:
             out = line
-        elif out.endswith("-") and not out.endswith(" -"):
+        elif out.endswith("-") and not out.endswith((" -", "--")) and not re.match(r"(?:and|or|nor|to|&)\b", line):
+            out += line  # a compound cut at its hyphen ("Madrid-" / "Cordova")
+        elif out.endswith("--"):
             out += line
         else:
             out += " " + line
@@ -437,6 +455,10 @@ def _candidate(block: str) -> re.Match | None:
     match = _HEADWORD.match(block)
     if match is None or sum(ch.isupper() for ch in match.group("head")) < 2 or not headword_key(match.group("head")):
         return None
+    head = match.group("head")
+    # Section headings inside an article ("AUTHORITIES.--", "FIG. 6.--", "TABLE II.--").
+    if "--" in head or ".-" in head or re.split(r"[\s.]", head, maxsplit=1)[0] in _NOT_A_HEADWORD:
+        return None
     return match
 
 
@@ -481,8 +503,12 @@ def convert_slice(path: str | Path, text: str | None = None) -> SliceReport:
     listed_entries, list_end = parse_article_list(body)
     listed = collections.Counter(headword_key(e) for e in listed_entries if headword_key(e))
     report.listed = sum(listed.values())
-    blocks = [(blank, _PAGE_MARKER.sub("", block).lstrip()) for blank, block in _blocks(body)]
+    # Codes become letters first, so that a headword such as BUKH[=A]R[=I] is read whole.
+    blocks = [(blank, _codes(_PAGE_MARKER.sub("", block).lstrip())) for blank, block in _blocks(body)]
     start = len(_blocks(body[:list_end])) if list_end else _front_matter_end(blocks)
+    # A list of corrections may follow the last article.
+    end_of_articles = next((i for i in range(start, len(blocks)) if _BACK_MATTER.match(blocks[i][1])), len(blocks))
+    blocks = blocks[:end_of_articles]
     gap = _separator(blocks[start:])
 
     heads: list[tuple[int, re.Match]] = []
@@ -498,15 +524,16 @@ def convert_slice(path: str | Path, text: str | None = None) -> SliceReport:
         raw = "\n\n".join(block for _, block in blocks[index:end])
         head = match.group("head")
         key = headword_key(head)
-        rest = raw[match.end("head"):]
-        continued = bool(_CONTINUED_FROM.match(rest))
+        first, _, after = raw.partition("\n\n")
+        marker = _CONTINUED_FROM.search(first)
+        continued = marker is not None
         if continued:
-            raw = raw[: match.end("head")] + _CONTINUED_FROM.sub("", rest, count=1)
+            # "HEADWORD (_continued from part 3_)": the rest of an article begun in an earlier slice.
+            # Its heading line goes; text after it on the same paragraph stays.
+            first = first[marker.end():].strip()
+            raw = first + "\n\n" + after if first else after
         text_, tables = article_text(raw)
         report.tables += tables
-        if continued:
-            # The headword repeats in the continuation; keep the text after it.
-            text_ = text_[len(head):].lstrip(" ,") if text_.startswith(head) else text_
         found[key] += 1
         report.unlisted += key not in listed
         if text_.strip():
@@ -543,7 +570,7 @@ def join_continued(articles: list[GutenbergArticle]) -> list[GutenbergArticle]:
     for article in articles:
         first = last_by_key.get(article.key)
         if article.continued and first is not None:
-            first.body = first.body + "\n" + article.body
+            first.body = first.body.rstrip("\n") + "\n" + article.body.lstrip("\n")
             continue
         out.append(article)
         last_by_key[article.key] = article
