@@ -5,7 +5,8 @@ CRLF, hard-wrapped at ~70 columns). Between the ``*** START OF`` / ``*** END OF`
 holds credits, a transcriber's note, often a list of corrections, usually an ``ARTICLES IN THIS
 SLICE`` list, contributor front matter, and then the articles. An article is marked only by its
 uppercase headword at the start of a paragraph (``DEMIURGE (Gr. ...), a handicraftsman ...``);
-articles are separated by two or more blank lines, paragraphs by one.
+most slices leave three blank lines between articles and one between paragraphs; a few older
+releases leave two, or one, and each slice is read by its own gap (:func:`_separator`).
 
 What :func:`convert_slice` makes of that, one documented way each:
 
@@ -15,8 +16,13 @@ What :func:`convert_slice` makes of that, one documented way each:
   per slice gives ``listed``, ``found`` and the ``missing`` headwords;
 * an article that continues into the next slice (``BULGARIA (_continued from part 3_)``) is joined
   to its first part by :func:`join_continued`;
-* hard-wrapped lines are joined into paragraphs (a line ending in ``-`` or ``--`` joins without a
-  space); blocks of column-aligned lines (formulae, verse, lists) keep their line breaks;
+* hard-wrapped lines are joined into paragraphs (a line ending in ``--`` or in a compound's ``-``
+  joins without a space, a suspended hyphen before "and"/"or"/"to" keeps it: "Glass- and
+  ivory-working"); blocks of column-aligned lines (formulae, verse, lists) keep their line breaks;
+* the title is the headword and the capitalised names after it, title-cased (``CAPEFIGUE,
+  JEAN-BAPTISTE HONORÉ RAYMOND (1801-1872)`` -> ``Capefigue, Jean-Baptiste Honoré Raymond``);
+  section headings inside an article (``AUTHORITIES.--``, ``FIG. 6.--``) never start one, and a
+  list of corrections after the last article is dropped;
 * ``_italics_`` lose their underscores; ``^`` superscripts and ``_{2}`` subscripts are kept as
   they are (the WikiSource path writes ``<sup>``/``<sub>`` the same way);
 * footnotes: the reference marks (``[1]``) are removed from the running text and each footnote's
@@ -24,11 +30,12 @@ What :func:`convert_slice` makes of that, one documented way each:
 * ``[Illustration: ...]`` captions, ``[Sidenote: ...]`` marginal notes, ``[v.02 p.0001]`` page
   markers and ``[** ...]`` proofreader notes are removed;
 * accent codes become Unicode letters: ``[=a]`` ā, ``[)u]`` ŭ, ``[h.]`` ḥ, ``[.x]`` ẋ, ``[:x]`` ẍ,
-  ``[~n]`` ñ, ``['e]`` é; Greek letter names become letters (``[alpha]`` α, ``[Omega]`` Ω) and a
-  few symbols their sign (``[root]`` √, ``[oo]`` ∞, ``[dP]`` ∂, ``[int]`` ∫, ``[gh]`` ȝ);
+  ``[~n]`` ñ, ``['e]`` é, ``[=omega]`` ω̄; Greek letter names become letters (``[alpha]`` α, ``[Omega]`` Ω) and a
+  few symbols their sign (``[root]`` √, ``[oo]`` ∞, ``[dP]`` ∂, ``[int]`` ∫, ``[gh]`` ȝ, ``[dr.]`` ʒ);
   placeholders for glyphs PG could not render (``[symbol]``, ``[HRG]``, ``[Ch]``) stay as they are;
 * ``[Greek: dêmiourgos]``, ``[Hebrew: ...]`` (and Coptic, Arabic, Aramaic): the brackets and label
-  go and the transliteration stays, in Latin letters as PG gives it;
+  go and the transliteration stays, in Latin letters as PG gives it (an opener PG left unclosed
+  ends at the next one);
 * ASCII tables drawn with ``+---+`` borders or ``|`` columns are removed and counted (their cells
   are figures, not prose);
 * the contributor's initials at an article's end (``(K. S.)``) are removed, as the WikiSource
@@ -447,7 +454,9 @@ def article_title(block: str, match: re.Match) -> str:
             break
         parts.append(more.group(1))
         rest = rest[more.end():]
-    return ", ".join(_title(part.strip()) for part in parts)
+    # "LEAGUE. 1. ..." and "ARTHUR I." end their heading with a full stop (and a section number).
+    parts = [re.sub(r"(?:\s+\d+\.?)+$", "", part.strip()).rstrip(". ") for part in parts]
+    return ", ".join(_title(part) for part in parts if part)
 
 
 def _candidate(block: str) -> re.Match | None:
