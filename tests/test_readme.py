@@ -37,6 +37,7 @@ def test_every_command_module_and_recipe_named_exists():
 def test_the_serve_page_is_package_data():
     config = configparser.ConfigParser()
     config.read(REPO / "setup.cfg", encoding="utf-8")
-    assert config["options.package_data"]["distill"].strip() == "static/*"
+    patterns = {p.strip() for p in config["options.package_data"]["distill"].split(",")}
+    assert {"static/*", "corpus/*.tsv"} <= patterns
     assert (REPO / "distill" / "static" / "index.html").is_file()
     assert "playwright" in config["options.extras_require"]["dev"]
