@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "convert":
         from distill.corpus.convert import convert
 
-        _print(convert(args.source if len(args.source) > 1 else args.source[0], args.out, args.format, min_words=args.min_words, max_words=args.max_words, max_bytes=args.max_bytes, keep_incomplete=args.keep_incomplete))
+        _print(convert(args.source, args.out, args.format, min_words=args.min_words, max_words=args.max_words, max_bytes=args.max_bytes, keep_incomplete=args.keep_incomplete))
     elif args.command == "combine":
         from distill.corpus.combine import combine
 

@@ -35,7 +35,7 @@ def load_source_texts(source: str | Path) -> list[str]:
         )
     from distill.corpus.gutenberg import gutenberg_files, is_gutenberg_file
 
-    slices = [path for path in gutenberg_files(source) if is_gutenberg_file(path)]
+    slices = any(is_gutenberg_file(path) for path in gutenberg_files(source))
     if any(source.glob("*.txt")) and not slices:
         return read_text_articles(source)
     if slices or any(source.glob("*.json")):

@@ -13,7 +13,7 @@ Three raw forms are read:
   headwords per slice, and an article continued into the next slice is joined.
 
 Several sources may be converted into one folder (a WikiSource scrape and the Gutenberg slices):
-an article whose headword an earlier source already gave is kept once, from the earlier source.
+an article whose whole title an earlier source already gave is kept once, from the earlier source.
 
 Every input is converted in memory first, so a bad file stops the run before anything is written.
 """
@@ -23,7 +23,6 @@ import collections
 import hashlib
 import json
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -31,7 +30,7 @@ from typing import Iterable
 from distill.atomic import atomic_write_text
 from distill.corpus import gutenberg
 from distill.corpus.htmltext import eb1810_html_to_text, rendered_html_to_text
-from distill.corpus.naming import display_title, safe_filename
+from distill.corpus.naming import display_title, match_key, safe_filename
 from distill.corpus.wikitext import ConvertStats, assemble_article, wikitext_to_text
 from distill.errors import DistillError
 
@@ -201,23 +200,16 @@ def _gutenberg_articles(paths: list[Path], report: ConvertReport, min_words: int
     return articles
 
 
-def _title_key(title: str) -> str:
-    """A title for matching across sources: ASCII letters and digits only, upper case
-    ("Capefigue, Jean Baptiste Honoré" == "CAPEFIGUE, JEAN-BAPTISTE HONORÉ")."""
-    folded = unicodedata.normalize("NFKD", title.replace("æ", "ae").replace("Æ", "AE").replace("œ", "oe").replace("Œ", "OE"))
-    return "".join(ch for ch in folded.upper() if ch.isascii() and ch.isalnum())
-
-
 def _dedupe_across_sources(groups: list[list[Article]], dropped: collections.Counter) -> list[Article]:
     """Articles of several sources, an article whose whole title an earlier source gave dropped
     (as many times as the earlier sources gave it)."""
     kept: list[Article] = []
     earlier: collections.Counter = collections.Counter()
     for articles in groups:
-        here = collections.Counter(_title_key(a.title) for a in articles)
+        here = collections.Counter(match_key(a.title) for a in articles)
         budget = collections.Counter({key: earlier[key] for key in here})
         for article in articles:
-            key = _title_key(article.title)
+            key = match_key(article.title)
             if budget[key] > 0:
                 budget[key] -= 1
                 dropped["in an earlier source"] += 1

@@ -49,8 +49,9 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable
 
+from distill.corpus.naming import match_key
 from distill.errors import DistillError
 
 _START = re.compile(r"^\*\*\* ?START OF (THIS|THE) PROJECT GUTENBERG.*$", re.MULTILINE)
@@ -103,7 +104,9 @@ _ACCENTED_SYMBOL = re.compile(r"\[([=\-).:~'`^v|,])(" + "|".join(re.escape(k) fo
 _ACCENT_BEFORE = {"=": "\u0304", "-": "\u0304", ")": "\u0306", ".": "\u0307", ":": "\u0308", "~": "\u0303", "'": "\u0301", "`": "\u0300", "^": "\u0302", "v": "\u030c", "|": "\u030d", ",": "\u0327"}
 _ACCENT_CODE = re.compile(r"\[([=\-).:~'`^v|,])([^\W\d_])\]|\[([^\W\d_])\.\]")
 _TRANSLITERATION = re.compile(r"\[(?:Greek|greek|Hebrew|Coptic|Arabic|Aramaic|Notation|Symbols?|symbol):\s*", re.UNICODE)
-_DROP_BRACKETS = ("[Illus", "[ILLUS", "[Sidenote", "[Map:", "[**", "[Note regarding")  # "[Illus" also catches PG's misspellings
+# "[Illus" also catches PG's misspellings ("[Illustation", "[Illusration").
+_DROP_OPENER = re.compile(r"\[Illus|\[ILLUS|\[Sidenote|\[Map:|\[\*\*|\[Note regarding")
+_FOOTNOTE_OPENER = re.compile(r"\[Footnote\s*[\w*]{0,4}\s*:\s*")
 
 
 @dataclass
@@ -127,7 +130,6 @@ class SliceReport:
     found: int = 0
     missing: list[str] = field(default_factory=list)
     tables: int = 0
-    unlisted: int = 0
 
     def summary(self) -> dict:
         return {
@@ -175,9 +177,7 @@ def strip_boilerplate(text: str, source: str = "") -> str:
 
 def headword_key(headword: str) -> str:
     """A headword reduced for matching: the part before "," or " (", accents and punctuation gone."""
-    head = re.split(r",| ?\(| ?\[|\. | or ", headword, maxsplit=1)[0]
-    head = unicodedata.normalize("NFKD", head.replace("Æ", "AE").replace("Œ", "OE").replace("æ", "ae").replace("œ", "oe"))
-    return "".join(ch for ch in head.upper() if ch.isalnum() and not unicodedata.combining(ch) and ch.isascii())
+    return match_key(re.split(r",| ?\(| ?\[|\. | or ", headword, maxsplit=1)[0])
 
 
 def parse_article_list(body: str) -> tuple[list[str], int]:
@@ -231,63 +231,56 @@ def _blocks(text: str) -> list[tuple[int, str]]:
     return out
 
 
-def _drop_bracketed(text: str, prefixes: Iterable[str]) -> tuple[str, int]:
-    """Remove ``[Prefix ...]`` spans with balanced brackets (they may span lines and nest)."""
-    prefixes = tuple(prefixes)
+def _span_end(text: str, start: int, limit: int) -> tuple[int, bool]:
+    """Where the bracket opened just before ``start`` closes (nested brackets counted): the index
+    after its ``]`` and True, or ``limit`` and False when it is still open there."""
+    depth = 1
+    for i in range(start, limit):
+        if text[i] == "[":
+            depth += 1
+        elif text[i] == "]":
+            depth -= 1
+            if depth == 0:
+                return i + 1, True
+    return limit, False
+
+
+def _rewrite_bracketed(text: str, opener: re.Pattern, rewrite: Callable[[str], str], limit: Callable[[re.Match], int]) -> str:
+    """Each ``[Opener ...]`` span (which may nest and span lines) replaced by ``rewrite(content)``;
+    a span left open ends at ``limit(match)``."""
     out = []
     position = 0
-    removed = 0
-    while True:
-        starts = [i for i in (text.find(p, position) for p in prefixes) if i >= 0]
-        if not starts:
-            out.append(text[position:])
-            return "".join(out), removed
-        start = min(starts)
-        out.append(text[position:start])
-        depth = 0
-        end = len(text)
-        for i in range(start, len(text)):
-            if text[i] == "[":
-                depth += 1
-            elif text[i] == "]":
-                depth -= 1
-                if depth == 0:
-                    end = i + 1
-                    break
-            elif text[i] == "\n" and text.startswith("\n\n", i) and depth == 1 and i - start > 2000:
-                end = i  # an unclosed note never eats more than its paragraph
-                break
-        removed += 1
+    for match in opener.finditer(text):
+        if match.start() < position:
+            continue
+        end, closed = _span_end(text, match.end(), limit(match))
+        out.append(text[position: match.start()])
+        out.append(rewrite(text[match.end(): end - 1 if closed else end]))
         position = end
+    out.append(text[position:])
+    return "".join(out)
+
+
+def _paragraph_end(text: str, start: int) -> int:
+    end = text.find("\n\n", start)
+    return len(text) if end < 0 else end
+
+
+def _drop_notes(text: str) -> str:
+    """Remove illustration captions, sidenotes and proofreader notes; an unclosed one never eats
+    more than its paragraph once it is 2,000 characters long."""
+    return _rewrite_bracketed(text, _DROP_OPENER, lambda content: "", lambda m: _paragraph_end(text, m.start() + 2001))
 
 
 def _unwrap_transliterations(text: str) -> str:
     """``[Greek: logos]`` -> ``logos`` (balanced: the content may hold ``[=a]`` codes). An opener
     whose ``]`` is missing ends at the next opener or paragraph end, so it hides nothing after it."""
-    out = []
-    position = 0
-    for match in _TRANSLITERATION.finditer(text):
-        if match.start() < position:
-            continue
-        out.append(text[position: match.start()])
-        depth = 1
-        i = match.end()
-        stop = _TRANSLITERATION.search(text, match.end())
-        limit = min(stop.start() if stop else len(text), text.find("\n\n", match.end()) % (len(text) + 1))
-        while i < limit and depth:
-            if text[i] == "[":
-                depth += 1
-            elif text[i] == "]":
-                depth -= 1
-            i += 1
-        if depth:  # unclosed: keep its words, drop the label
-            out.append(text[match.end(): limit])
-            position = limit
-        else:
-            out.append(text[match.end(): i - 1])
-            position = i
-    out.append(text[position:])
-    return "".join(out)
+
+    def limit(match: re.Match) -> int:
+        following = _TRANSLITERATION.search(text, match.end())
+        return min(following.start() if following else len(text), _paragraph_end(text, match.end()))
+
+    return _rewrite_bracketed(text, _TRANSLITERATION, lambda content: content, limit)
 
 
 def _accent(match: re.Match) -> str:
@@ -380,31 +373,19 @@ def _split_footnotes(text: str) -> tuple[str, list[str]]:
                 in_notes = False
                 body.append(block)
         text = "\n\n".join(body)
-    out = []
-    position = 0
-    for match in re.finditer(r"\[Footnote\s*[\w*]{0,4}\s*:\s*", text):
-        if match.start() < position:
-            continue
-        out.append(text[position: match.start()])
-        depth = 1
-        i = match.end()
-        while i < len(text) and depth:
-            if text[i] == "[":
-                depth += 1
-            elif text[i] == "]":
-                depth -= 1
-            i += 1
-        notes.append(text[match.end(): i - 1 if depth == 0 else i])
-        position = i
-    out.append(text[position:])
-    return "".join(out), notes
+
+    def take(content: str) -> str:
+        notes.append(content)
+        return ""
+
+    return _rewrite_bracketed(text, _FOOTNOTE_OPENER, take, lambda m: len(text)), notes
 
 
 def article_text(raw: str) -> tuple[str, int]:
     """One article's raw slice text (headword paragraph first) to plain text; returns (text, tables)."""
     raw = _PAGE_MARKER.sub("", raw)
     raw = _CONTINUED_IN.sub("", raw)
-    raw, _ = _drop_bracketed(raw, _DROP_BRACKETS)
+    raw = _drop_notes(raw)
     raw, notes = _split_footnotes(raw)
     paragraphs = []
     tables = 0
@@ -544,7 +525,6 @@ def convert_slice(path: str | Path, text: str | None = None) -> SliceReport:
         text_, tables = article_text(raw)
         report.tables += tables
         found[key] += 1
-        report.unlisted += key not in listed
         if text_.strip():
             report.articles.append(GutenbergArticle(article_title(blocks[index][1], match), key, text_, path.name, continued))
     if listed:

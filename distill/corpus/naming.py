@@ -18,11 +18,21 @@ HASH_CHARS = 10  # hex digits of sha256: 40 bits, no collision across millions o
 _FOLD = str.maketrans({"æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ß": "ss", "ø": "o", "Ø": "O", "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "þ": "th", "Þ": "TH", "ð": "d"})
 
 
+def fold_ascii(text: str) -> str:
+    """``text`` with letters folded towards ASCII: æ -> ae, ø -> o, accents dropped."""
+    text = unicodedata.normalize("NFKD", text.translate(_FOLD))
+    return "".join(ch for ch in text if not unicodedata.combining(ch))
+
+
+def match_key(text: str) -> str:
+    """``text`` reduced for matching names across sources: folded, upper case, ASCII letters and
+    digits only ("Capefigue, Jean Baptiste Honoré" and "CAPEFIGUE, JEAN-BAPTISTE HONORÉ" agree)."""
+    return "".join(ch for ch in fold_ascii(text).upper() if ch.isascii() and ch.isalnum())
+
+
 def slugify(text: str, max_len: int = SLUG_MAX) -> str:
     """Lower-case ASCII words joined by ``-``; never empty, never starting with a dot."""
-    text = unicodedata.normalize("NFKD", text.translate(_FOLD))
-    text = "".join(ch for ch in text if not unicodedata.combining(ch))
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    slug = re.sub(r"[^a-z0-9]+", "-", fold_ascii(text).lower()).strip("-")
     slug = slug[:max_len].rstrip("-")
     return slug or "untitled"
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 import collections
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
+
+from local_server import LocalServer, QuietHandler  # tests/corpus/local_server.py
 
 WIKISOURCE = Path(__file__).resolve().parent.parent / "assets" / "wikisource"
 
 
-class FakeWikiSource:
+class FakeWikiSource(LocalServer):
     """``/w/api.php`` answering ``list=allpages`` (paged with ``continue``) and
     ``prop=revisions`` (wikitext of articles and Page: pages).
 
@@ -33,9 +34,7 @@ class FakeWikiSource:
         self.requests: list[dict] = []
         self.user_agents: set[str] = set()
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._serve()
 
     def revision_requests(self) -> collections.Counter:
         """How many revisions requests named each title."""
@@ -79,7 +78,7 @@ class FakeWikiSource:
     def _handler(self):
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self):  # noqa: N802 (http.server's name)
                 url = urlparse(self.path)
                 fake.user_agents.add(self.headers.get("User-Agent", ""))
@@ -97,16 +96,7 @@ class FakeWikiSource:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def log_message(self, *args):
-                pass
 
         return Handler
 
-    def __enter__(self) -> "FakeWikiSource":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 

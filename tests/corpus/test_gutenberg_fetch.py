@@ -9,10 +9,10 @@ import json
 import threading
 import time
 import types
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from local_server import LocalServer, QuietHandler  # tests/corpus/local_server.py
 
 from distill.corpus import gutenberg_fetch
 from distill.corpus.__main__ import main
@@ -58,7 +58,7 @@ CATALOG = [
 ]
 
 
-class FakeGutenberg:
+class FakeGutenberg(LocalServer):
     """Serves ``files`` (URL path -> bytes) and counts every request.
 
     ``script``: URL path -> answers to give before the real file, each ``(status, headers)`` or
@@ -72,9 +72,7 @@ class FakeGutenberg:
         self.times: list[float] = []
         self.user_agents: set[str] = set()
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)  # quick shutdown
+        self._serve()
 
     @classmethod
     def latin1(cls, ids=TEXTS, **kwargs) -> "FakeGutenberg":
@@ -86,7 +84,7 @@ class FakeGutenberg:
     def _handler(self):
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self):  # noqa: N802 (http.server's name)
                 with fake.lock:
                     fake.requests.append(self.path)
@@ -120,18 +118,9 @@ class FakeGutenberg:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args):
-                pass
 
         return Handler
 
-    def __enter__(self) -> "FakeGutenberg":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def stored_text(path: Path) -> str:

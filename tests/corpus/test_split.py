@@ -30,19 +30,24 @@ def corpus(n: int = 60) -> list[str]:
     st.integers(min_value=0, max_value=2**32),
 )
 def test_split_by_word_budget_properties(words, train, val, test, seed):
-    budgets = {"train": train, "val": val, "test": test}
+    check_split_guarantees(words, {"train": train, "val": val, "test": test}, seed, other_train=train // 2)
+
+
+def check_split_guarantees(words: list[int], budgets: dict[str, int], seed: int, other_train: int) -> None:
+    """What split_by_word_budget promises for one input."""
     chosen = split_by_word_budget(words, budgets, seed)
     assert chosen == split_by_word_budget(words, budgets, seed)  # deterministic
     flat = [i for name in chosen for i in chosen[name]]
     assert len(flat) == len(set(flat)) and all(0 <= i < len(words) for i in flat)  # disjoint, whole articles
     for name, indices in chosen.items():
         assert sum(words[i] for i in indices) <= budgets[name]  # never over budget
-    # Budgets only shrink, so an article left out must not fit any split's final remainder either.
+    # Budgets only shrink and the swaps keep first fit's promise, so an article left out must not
+    # fit any split's final remainder either.
     remaining = {name: budgets[name] - sum(words[i] for i in chosen[name]) for name in budgets}
     for i in set(range(len(words))) - set(flat):
         assert all(words[i] > left for left in remaining.values())
     # val/test do not depend on the train budget
-    other = split_by_word_budget(words, {**budgets, "train": train // 2}, seed)
+    other = split_by_word_budget(words, {**budgets, "train": other_train}, seed)
     assert other["val"] == chosen["val"] and other["test"] == chosen["test"]
 
 
@@ -175,17 +180,7 @@ def test_split_keeps_the_seeded_order_within_a_split():
     st.integers(min_value=0, max_value=2**32),
 )
 def test_split_with_long_articles_never_exceeds_a_budget(words, train, val, test, seed):
-    budgets = {"train": train, "val": val, "test": test}
-    chosen = split_by_word_budget(words, budgets, seed)
-    flat = [i for indices in chosen.values() for i in indices]
-    assert len(flat) == len(set(flat)) and all(0 <= i < len(words) for i in flat)
-    for name, indices in chosen.items():
-        assert sum(words[i] for i in indices) <= budgets[name]
-    remaining = {name: budgets[name] - sum(words[i] for i in chosen[name]) for name in budgets}
-    for i in set(range(len(words))) - set(flat):
-        assert all(words[i] > left for left in remaining.values())  # the swaps keep first fit's promise
-    other = split_by_word_budget(words, {**budgets, "train": train // 3}, seed)
-    assert other["val"] == chosen["val"] and other["test"] == chosen["test"]
+    check_split_guarantees(words, {"train": train, "val": val, "test": test}, seed, other_train=train // 3)
 
 
 def test_a_split_that_gets_no_article_is_refused(tmp_path):
