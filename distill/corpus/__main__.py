@@ -27,6 +27,13 @@ def _int_arg(value: str) -> int:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
 
 
+def _path_arg(value: str) -> str:
+    """A file or folder argument; an empty one would silently mean the working directory."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("is empty; give a file or folder path")
+    return value
+
+
 def _add_budget_args(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--train-words", required=required, help="train word budget: 10_000_000, 10M, 1.5M, 500k")
     parser.add_argument("--val-words", help="validation word budget (default 0)")
@@ -42,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="{scrape,fetch-gutenberg,convert,combine,clean,split,all}")
 
     p = sub.add_parser("scrape", help="fetch 1911 Britannica articles from WikiSource (resumable)", description="Fetch 1911 Britannica articles through the MediaWiki API into one JSON per article; a rerun skips stored articles.")
-    p.add_argument("--out", required=True, help="folder for the article JSON files")
+    p.add_argument("--out", type=_path_arg, required=True, help="folder for the article JSON files")
     p.add_argument("--base-url", default="https://en.wikisource.org", help="MediaWiki site (default https://en.wikisource.org)")
     p.add_argument("--limit", type=_int_arg, help="only the first N articles of the listing")
     p.add_argument("--volume", type=_int_arg, help="only articles of this volume (1-29)")
@@ -55,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contact", default=None, help="your e-mail address or project page, sent in the User-Agent (required for Wikimedia sites)")
 
     p = sub.add_parser("fetch-gutenberg", help="download the 1911 Britannica slices from Project Gutenberg (resumable)", description="Download the 1911 Britannica slices by the Project Gutenberg ebook ids shipped with distill (or copy them from a local folder) as gzipped UTF-8 plus MANIFEST.tsv; a rerun skips verified files.")
-    p.add_argument("--out", required=True, help="folder for the volume-VV-slice-SS.txt.gz files and MANIFEST.tsv")
-    p.add_argument("--from-dir", default=None, help="copy from this local folder (top level and one folder down) instead of downloading; every file must match the shipped sha256")
+    p.add_argument("--out", type=_path_arg, required=True, help="folder for the volume-VV-slice-SS.txt.gz files and MANIFEST.tsv")
+    p.add_argument("--from-dir", type=_path_arg, default=None, help="copy from this local folder (top level and one folder down) instead of downloading; every file must match the shipped sha256")
     p.add_argument("--volumes", default=None, help="only these volumes: 2,3 or 2-5 or 2,4-6 (default all: 2-17)")
     p.add_argument("--limit", type=_int_arg, help="only the first N texts of the selection")
     p.add_argument("--base-url", default="https://www.gutenberg.org", help="Project Gutenberg site or mirror (default https://www.gutenberg.org; PG asks automated downloads to use a mirror)")
@@ -67,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer (default 30)")
 
     p = sub.add_parser("convert", help="raw articles to one .txt per article", description="Convert scraped article JSON, Project Gutenberg 1911 slices (.txt/.txt.gz) or the 1810 volume files into one .txt per article: title line, then the body.")
-    p.add_argument("--source", required=True, action="append", help="folder (or file) of scraped .json articles, Gutenberg slices or 1810 vol*.json files; repeat it to combine sources (an article an earlier source gave is kept once)")
-    p.add_argument("--out", required=True, help="folder for the .txt files (other files in it are left alone)")
+    p.add_argument("--source", type=_path_arg, required=True, action="append", help="folder (or file) of scraped .json articles, Gutenberg slices or 1810 vol*.json files; repeat it to combine sources (an article an earlier source gave is kept once)")
+    p.add_argument("--out", type=_path_arg, required=True, help="folder for the .txt files (other files in it are left alone)")
     p.add_argument("--format", default="auto", choices=["auto", "wikisource", "eb1810", "gutenberg"], help="input form (default: detected per file)")
     p.add_argument("--min-words", type=_int_arg, default=20, help="drop articles with fewer body words (default 20)")
     p.add_argument("--max-words", type=_int_arg, help="drop articles with more body words")
@@ -76,22 +83,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-incomplete", action="store_true", help="keep WikiSource articles whose pages or sections are missing (cut short or running into the next article); listed under 'incomplete' either way")
 
     p = sub.add_parser("combine", help="per-article .txt files to one record file", description="Write one '<s> TEXT </s>' record per article file; the inputs are not modified.")
-    p.add_argument("--source", default=DEFAULT_SOURCE, help=f"folder of per-article .txt files (default {DEFAULT_SOURCE})")
-    p.add_argument("--out", required=True, help="record file to write, e.g. combined.txt")
+    p.add_argument("--source", type=_path_arg, default=DEFAULT_SOURCE, help=f"folder of per-article .txt files (default {DEFAULT_SOURCE})")
+    p.add_argument("--out", type=_path_arg, required=True, help="record file to write, e.g. combined.txt")
 
     p = sub.add_parser("clean", help="normalise quotes, dashes, whitespace (idempotent)", description="Normalise every record of a record file: Unicode NFC, quotes, dashes, ligatures, whitespace.")
-    p.add_argument("--input", required=True, help="record file, e.g. combined.txt")
-    p.add_argument("--out", required=True, help="record file to write, e.g. cleaned.txt")
+    p.add_argument("--input", type=_path_arg, required=True, help="record file, e.g. combined.txt")
+    p.add_argument("--out", type=_path_arg, required=True, help="record file to write, e.g. cleaned.txt")
 
     p = sub.add_parser("split", help="train/val/test under word budgets", description="Assign whole articles of a record file to train/val/test under word budgets; writes manifest.json.")
-    p.add_argument("--input", required=True, help="record file, e.g. cleaned.txt")
-    p.add_argument("--out", required=True, help="folder for train.txt, val.txt, test.txt, manifest.json")
+    p.add_argument("--input", type=_path_arg, required=True, help="record file, e.g. cleaned.txt")
+    p.add_argument("--out", type=_path_arg, required=True, help="folder for train.txt, val.txt, test.txt, manifest.json")
     _add_budget_args(p, required=True)
 
     p = sub.add_parser("all", help="every offline stage: source -> splits", description="Run the offline stages the source needs (convert, combine, clean, split) and write the split folder.")
-    p.add_argument("--recipe", help="recipe YAML whose corpus: section gives source, budgets, seed, facts; output goes to {output_dir}/corpus")
-    p.add_argument("--source", help=f"folder of per-article .txt or scraped .json files (default {DEFAULT_SOURCE})")
-    p.add_argument("--out", help="split folder (default with --recipe: {output_dir}/corpus)")
+    p.add_argument("--recipe", type=_path_arg, help="recipe YAML whose corpus: section gives source, budgets, seed, facts; output goes to {output_dir}/corpus")
+    p.add_argument("--source", type=_path_arg, help=f"folder of per-article .txt or scraped .json files (default {DEFAULT_SOURCE})")
+    p.add_argument("--out", type=_path_arg, help="split folder (default with --recipe: {output_dir}/corpus)")
     _add_budget_args(p, required=False)
     return parser
 

@@ -587,7 +587,8 @@ def gutenberg_files(source: Path) -> list[Path]:
 
 
 def is_gutenberg_file(path: Path) -> bool:
-    """True when ``path`` is a Project Gutenberg text file (``.txt`` or ``.txt.gz``)."""
+    """True when ``path`` is a Project Gutenberg text file (``.txt`` or ``.txt.gz``). A file that
+    cannot be read is an error, not a "no": a damaged download must not be skipped unseen."""
     try:
         if path.name.endswith(".gz"):
             with gzip.open(path, "rb") as handle:
@@ -595,8 +596,8 @@ def is_gutenberg_file(path: Path) -> bool:
         else:
             with open(path, "rb") as handle:
                 head = handle.read(20000)
-    except (OSError, EOFError):
-        return False
+    except (OSError, EOFError) as err:
+        raise DistillError(f"{path}: cannot be read ({err}); download it again (python -m distill.corpus fetch-gutenberg) or remove it") from None
     return is_gutenberg_text(head.decode("latin-1"))
 
 

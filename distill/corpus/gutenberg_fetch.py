@@ -41,6 +41,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
+from urllib.parse import urlsplit
 
 import requests
 
@@ -51,6 +52,7 @@ from distill.errors import DistillError
 CATALOG = Path(__file__).with_name("eb1911_gutenberg.tsv")
 DEFAULT_BASE_URL = "https://www.gutenberg.org"
 MANIFEST_COLUMNS = ("file", "volume", "slice", "pg_ebook_id", "kind", "title", "words", "sha256", "checksum", "source")
+VOLUMES = 29  # the 1911 edition's volume count
 GONE_STATUS = {404, 410}  # this URL has no such file: try the next one
 _READ_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)
 
@@ -94,6 +96,8 @@ def parse_volumes(spec: str) -> set[int]:
             raise DistillError(f"--volumes: {part!r} in {spec!r} is not a volume number or range; write e.g. 2,3 or 2-5") from None
         if first > last:
             raise DistillError(f"--volumes: {part!r} runs backwards; write the range low-high, e.g. {last}-{first}")
+        if first < 1 or last > VOLUMES:
+            raise DistillError(f"--volumes: {part!r} is outside the 1911 edition's volumes 1-{VOLUMES}; write e.g. 2,3 or 2-5")
         volumes.update(range(first, last + 1))
     return volumes
 
@@ -204,15 +208,18 @@ def _decode(url: str, response: requests.Response, body: bytes, encoding: str) -
 
 
 def _read_manifest(path: Path) -> dict[str, dict]:
-    """Rows of an earlier run's MANIFEST.tsv by file name ({} when absent or not ours)."""
+    """Rows of an earlier run's MANIFEST.tsv by file name ({} when absent). A MANIFEST.tsv that
+    this command did not write is refused, never overwritten."""
+    if not path.exists():
+        return {}
     try:
         with path.open(encoding="utf-8", newline="") as handle:
             reader = csv.DictReader(handle, delimiter="\t")
-            if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
-                return {}
-            return {row["file"]: row for row in reader}
+            if tuple(reader.fieldnames or ()) == MANIFEST_COLUMNS:
+                return {row["file"]: row for row in reader}
     except (OSError, UnicodeDecodeError, csv.Error):
-        return {}
+        pass
+    raise DistillError(f"{path}: exists and is not a fetch-gutenberg manifest; give --out a folder of its own (or move that file)")
 
 
 def _write_manifest(path: Path, rows: dict[str, dict], order: list[str]) -> None:
@@ -265,6 +272,8 @@ def fetch_gutenberg(
     """
     if retries < 0 or delay < 0 or backoff < 0 or timeout <= 0 or (limit is not None and limit < 0):
         raise DistillError("--retries, --delay, --backoff and --limit must be 0 or more, --timeout more than 0")
+    if from_dir is None and (urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).netloc):
+        raise DistillError(f"--base-url: {base_url!r} is not an http(s) address; give e.g. https://www.gutenberg.org or a mirror's address")
     listed = load_catalog() if catalog is None else list(catalog)
     entries = listed
     if volumes is not None:

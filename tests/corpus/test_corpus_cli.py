@@ -70,6 +70,16 @@ def bad(tmp_path, capsys, args: list[str], *needles: str) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_an_empty_path_is_refused_not_read_as_the_working_directory(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for args in (["convert", "--source", "", "--out", "out"], ["convert", "--source", str(SAMPLE), "--out", " "],
+                 ["fetch-gutenberg", "--out", "", "--from-dir", str(tmp_path)], ["all", "--source", "", "--out", "out", "--train-words", "1k"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(args)
+        assert exit_.value.code == 2 and "is empty; give a file or folder path" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bad_inputs_are_one_line_exit_2_without_output(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()

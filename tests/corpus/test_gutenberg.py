@@ -316,6 +316,16 @@ def test_auto_detection_finds_the_slices_and_skips_other_files(tmp_path):
     assert [a.title for a in convert_source(ASSETS / V05).articles] == SLICE_TITLES[V05]  # one file as the source
 
 
+def test_a_damaged_slice_is_an_error_not_skipped(tmp_path):
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    shutil.copy(ASSETS / V05, folder / V05)
+    (folder / P4).write_bytes((ASSETS / P4).read_bytes()[:3000])  # a download cut short
+    for fmt in ("auto", "gutenberg"):
+        with pytest.raises(DistillError, match=f"{P4}: cannot be read"):
+            convert_source(folder, fmt)
+
+
 def test_two_sources_with_the_same_slices_give_each_article_once(tmp_path):
     first, second = copy_assets(tmp_path / "first"), copy_assets(tmp_path / "second")
     both = convert_source([first, second])

@@ -325,16 +325,37 @@ def test_cli_end_to_end_with_volumes_limit_and_resume(tmp_path, capsys, monkeypa
     assert main(["fetch-gutenberg", "--out", str(tmp_path / "copy"), "--from-dir", str(from_dir)]) == 0
     assert json.loads(capsys.readouterr().out)["copied"] == 4
 
+    code = main(["fetch-gutenberg", "--out", str(tmp_path / "none"), "--volumes", "17", "--from-dir", str(from_dir)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == "error: --volumes: no texts of volumes [17]; the list has volumes 2-3"
     code = main(["fetch-gutenberg", "--out", str(tmp_path / "none"), "--volumes", "30", "--from-dir", str(from_dir)])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err == "error: --volumes: no texts of volumes [30]; the list has volumes 2-3"
+    assert code == 2 and err == "error: --volumes: '30' is outside the 1911 edition's volumes 1-29; write e.g. 2,3 or 2-5"
 
 
 def test_volume_specs():
     assert parse_volumes("2,3") == {2, 3} and parse_volumes("2-5") == {2, 3, 4, 5} and parse_volumes("2, 4-6") == {2, 4, 5, 6}
-    for bad in ["two", "5-2", "2-", ""]:
+    for bad in ["two", "5-2", "2-", "", "0", "30", "2-99999999999999999999"]:  # a huge range is refused, not expanded
         with pytest.raises(DistillError, match="--volumes"):
             parse_volumes(bad)
+
+
+def test_a_base_url_without_scheme_is_refused_before_any_request(tmp_path):
+    for url in ["localhost:8000", "www.gutenberg.org", "ftp://mirror.example.org", ""]:
+        with pytest.raises(DistillError, match=r"^--base-url: .* is not an http\(s\) address"):
+            fetch_gutenberg(tmp_path / "out", base_url=url, catalog=CATALOG[:1], **FAST)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_manifest_the_command_did_not_write_is_refused_and_kept(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "MANIFEST.tsv").write_bytes(b"my\tdata\n\xff")
+    with FakeGutenberg.latin1() as site:
+        with pytest.raises(DistillError, match="MANIFEST.tsv: exists and is not a fetch-gutenberg manifest"):
+            fetch_gutenberg(out, base_url=site.url, catalog=CATALOG[:1], **FAST)
+        assert site.requests == []
+    assert (out / "MANIFEST.tsv").read_bytes() == b"my\tdata\n\xff" and sorted(p.name for p in out.iterdir()) == ["MANIFEST.tsv"]
 
 
 def test_the_shipped_id_list_is_whole_and_packaged():
