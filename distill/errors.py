@@ -1,8 +1,9 @@
-"""User-facing errors: one line that names the file or key and the fix, exit code 2."""
+"""How a run ends early: a user error (exit 2) or a stop with a saved checkpoint (exit 143)."""
 from __future__ import annotations
 
 import functools
 import sys
+from pathlib import Path
 from typing import Callable
 
 
@@ -14,8 +15,21 @@ class DistillError(Exception):
     """
 
 
+class TrainingInterrupted(Exception):
+    """SIGTERM/SIGINT arrived during training; a checkpoint was saved. ``checkpoint`` is its folder."""
+
+    def __init__(self, message: str, checkpoint: Path):
+        super().__init__(message)
+        self.checkpoint = checkpoint
+
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 143  # 128 + SIGTERM, what a shell reports for a process stopped by SIGTERM
+
+
 def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
-    """Wrap a ``main(argv)`` so a :class:`DistillError` prints one line and exits with code 2."""
+    """Wrap a ``main(argv)``: a :class:`DistillError` prints one line and exits 2; a
+    :class:`TrainingInterrupted` prints where its checkpoint is and exits 143."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
@@ -23,6 +37,9 @@ def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
             return main(*args, **kwargs) or 0
         except DistillError as err:
             print(f"error: {err}", file=sys.stderr)
-            return 2
+            return EXIT_USER_ERROR
+        except TrainingInterrupted as stop:
+            print(str(stop), file=sys.stderr)
+            return EXIT_INTERRUPTED
 
     return wrapper
