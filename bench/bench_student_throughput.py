@@ -132,7 +132,7 @@ def _run(mode: str, work: Path, preset: dict, tokenizer, blocks, teachers, steps
     eval_blocks = blocks.select(range(min(len(blocks), 2 * preset["batch"])))
     cache_build = None
     if mode == "cache":
-        from distill.training import make_accelerator
+        from distill.distributed import make_accelerator
 
         started = time.perf_counter()
         accelerator = make_accelerator(student.config.training, student.output_dir)

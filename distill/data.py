@@ -18,7 +18,9 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import datasets
 import numpy as np
+import torch
 
 from distill.atomic import atomic_dir
 from distill.errors import DistillError
@@ -72,8 +74,6 @@ def build_blocks(split_path: str | Path, tokenizer, seq_len: int, cache_root: st
     Returns a ``datasets.Dataset`` with one column ``input_ids`` (int32, ``seq_len`` long), in numpy
     format. The cache folder name is ``<split stem>-<key>``; see :func:`cache_key`.
     """
-    import datasets
-
     split_path = Path(split_path)
     if not split_path.is_file():
         raise DistillError(f"{split_path}: corpus split missing; build it with python -m distill.corpus all --recipe RECIPE.yaml")
@@ -132,17 +132,58 @@ def load_blocks(recipe: Recipe, split: str, tokenizer):
     return build_blocks(path, tokenizer, recipe.data.seq_len, recipe.paths.tokens)
 
 
+def blocks_from_texts(texts: Iterable[str], tokenizer, seq_len: int):
+    """Blocks of ``seq_len`` from in-memory texts, laid out as :func:`build_blocks` lays out a split file
+    of the same texts (not cached). Returns a ``datasets.Dataset`` with ``input_ids``, in numpy format."""
+    blocks = [block["input_ids"] for block in text_blocks(texts, tokenizer, seq_len)]
+    if not blocks:
+        raise DistillError(f"the texts give fewer than seq_len={seq_len} tokens; give more text or a lower seq_len")
+    return datasets.Dataset.from_dict({"input_ids": blocks}).with_format("numpy")
+
+
+def as_blocks(data, tokenizer, seq_len: int, cache_root: str | Path):
+    """Training blocks from a ``datasets.Dataset`` with ``input_ids`` (used as it is), a split file
+    (:func:`build_blocks`, cached under ``cache_root``) or an iterable of texts (:func:`blocks_from_texts`)."""
+    if data is None:
+        raise DistillError("no training data; pass a split file, a list of texts or a block dataset")
+    if hasattr(data, "column_names"):
+        if "input_ids" not in data.column_names:
+            raise DistillError(f"dataset has columns {data.column_names}, no input_ids; pass blocks from distill.data.build_blocks")
+        return data
+    if isinstance(data, (str, Path)):
+        Path(cache_root).mkdir(parents=True, exist_ok=True)
+        return build_blocks(data, tokenizer, seq_len, cache_root)
+    if isinstance(data, Iterable):
+        return blocks_from_texts(data, tokenizer, seq_len)
+    raise DistillError(f"cannot train on a {type(data).__name__}; pass a split file, a list of texts or a block dataset")
+
+
+class IndexedBlocks:
+    """A block dataset whose items also carry their index, ``block_index`` (what the logit cache is keyed by)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"input_ids": self.dataset[index]["input_ids"], "block_index": index}
+
+
 def block_ids(dataset) -> np.ndarray:
     """All token ids of a block dataset as one flat integer array."""
     return np.asarray(dataset.with_format("numpy")["input_ids"]).reshape(-1)
 
 
 def collate_blocks(items: list[dict]) -> dict:
-    """Stack blocks into ``{"input_ids": (B, T) long, "labels": (B, T) long}`` (labels = inputs)."""
-    import torch
-
+    """Stack blocks into ``{"input_ids": (B, T) long, "labels": (B, T) long}`` (labels = inputs), plus
+    ``block_index`` (B,) long for the items of :class:`IndexedBlocks`."""
     input_ids = torch.as_tensor(np.stack([np.asarray(item["input_ids"]) for item in items]), dtype=torch.long)
-    return {"input_ids": input_ids, "labels": input_ids.clone()}
+    batch = {"input_ids": input_ids, "labels": input_ids.clone()}
+    if "block_index" in items[0]:
+        batch["block_index"] = torch.tensor([item["block_index"] for item in items], dtype=torch.long)
+    return batch
 
 
 def unigram_perplexity(train_ids: Iterable[int] | np.ndarray, val_ids: Iterable[int] | np.ndarray, vocab_size: int | None = None) -> float:

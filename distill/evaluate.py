@@ -26,8 +26,15 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from distill import report as report_mod
+from distill.artifacts import (
+    check_model_dir, is_finished, load_model, model_dirs, model_names, read_info, stage_inputs, tokenizer_sha256, write_stamp,
+)
+from distill.cli import ArgumentParser
+from distill.corpus.records import iter_records
 from distill.errors import DistillError, cli_entry
-from distill.generate import check_model_dir, encode_prompt, model_vocab_limit, read_model_info
+from distill.generate import encode_prompt, model_vocab_limit
+from distill.recipe import Recipe, load_recipe
 
 FACT_KEYS = ("probe", "answer")
 
@@ -42,7 +49,6 @@ def _logits(model, tokenizer, input_ids, attention_mask=None, position_ids=None)
     return out[..., : model_vocab_limit(model, tokenizer)].float()
 
 
-# ----------------------------------------------------------------------------- perplexity
 
 
 def split_token_ids(tokenizer, split_path_or_texts: str | Path | Iterable[str]) -> list[int]:
@@ -52,8 +58,6 @@ def split_token_ids(tokenizer, split_path_or_texts: str | Path | Iterable[str]) 
     without markers.
     """
     if isinstance(split_path_or_texts, (str, Path)):
-        from distill.tokenizer import iter_records
-
         path = Path(split_path_or_texts)
         if not path.is_file():
             raise DistillError(f"{path}: split file not found; build the corpus with python -m distill.corpus all --recipe RECIPE.yaml or fix --split")
@@ -116,7 +120,6 @@ def perplexity(model, tokenizer, split_path_or_texts: str | Path | Iterable[str]
     return {"loss": loss, "ppl": math.exp(loss) if loss < 700 else float("inf"), "tokens": count}
 
 
-# ----------------------------------------------------------------------------- sentence scores
 
 
 def sentence_logprob(model, tokenizer, sentences: Sequence[str], *, batch_size: int = 32, device=None) -> list[float]:
@@ -151,7 +154,6 @@ def sentence_logprob(model, tokenizer, sentences: Sequence[str], *, batch_size: 
     return scores
 
 
-# ----------------------------------------------------------------------------- minimal pairs
 
 
 def _jsonl_rows(path: Path, required: Sequence[str], fix: str) -> list[tuple[int, dict]]:
@@ -247,22 +249,17 @@ def score_minimal_pairs(model, tokenizer, source: str | Path | Sequence[str | Pa
     return score_pairs(model, tokenizer, load_minimal_pairs(source), batch_size=batch_size, device=device)
 
 
-# ----------------------------------------------------------------------------- fact probes
 
 
 def load_facts(facts: str | Path | Sequence[dict]) -> list[dict]:
     """Fact probes ``{"fact", "probe", "answer"}`` from a JSONL file (or a list of dicts), checked."""
-    fix = 'each line must be {"fact": ..., "probe": ..., "answer": ...}, e.g. tests/assets/facts.jsonl'
+    from distill.corpus.facts import Fact, read_facts
+
     if isinstance(facts, (str, Path)):
-        rows = [row for _, row in _jsonl_rows(Path(facts), FACT_KEYS, fix)]
-        if not rows:
-            raise DistillError(f"{facts}: no facts in it; {fix}")
+        parsed = read_facts(facts, need=FACT_KEYS)
     else:
-        rows = list(facts)
-        for i, row in enumerate(rows):
-            if not isinstance(row, dict) or not all(isinstance(row.get(k), str) and row[k].strip() for k in FACT_KEYS):
-                raise DistillError(f"facts[{i}]: needs non-empty 'probe' and 'answer' strings; {fix}")
-    return [{"fact": row.get("fact") or f"{row['probe'].rstrip()} {row['answer'].strip()}", "probe": row["probe"], "answer": row["answer"]} for row in rows]
+        parsed = [Fact.from_row(row, FACT_KEYS, f"facts[{i}]") for i, row in enumerate(facts)]
+    return [{"fact": fact.fact, "probe": fact.probe, "answer": fact.answer} for fact in parsed]
 
 
 def _answer_ids(tokenizer, probe: str, answer: str) -> tuple[list[int], list[int]]:
@@ -321,7 +318,6 @@ def summarise_facts(probes: list[dict]) -> dict[str, Any]:
     }
 
 
-# ----------------------------------------------------------------------------- several models
 
 
 def _config_positions(model_dir: Path) -> int | None:
@@ -337,39 +333,45 @@ def _config_positions(model_dir: Path) -> int | None:
 
 def trained_seq_len(model_dir: str | Path) -> int | None:
     """``seq_len`` from distill.json, else the config's position limit."""
-    info = read_model_info(model_dir)
-    if isinstance(info.get("seq_len"), int):
-        return info["seq_len"]
+    info = read_info(model_dir)
+    if info is not None and isinstance(info.seq_len, int):
+        return info.seq_len
     return _config_positions(Path(model_dir))
-
-
-def model_names(model_dirs: Sequence[str | Path]) -> dict[str, Path]:
-    """``{name: folder}``: distill.json's name (``role-name`` when two share it), else the folder name."""
-    names: dict[str, Path] = {}
-    for folder in map(Path, model_dirs):
-        info = read_model_info(folder)
-        base = str(info.get("name") or folder.name)
-        name = base if base not in names else f"{info.get('role') or 'model'}-{base}"
-        n = 2
-        while name in names:
-            name, n = f"{base}-{n}", n + 1
-        names[name] = folder
-    return names
-
-
-def _tokenizer_hash(tokenizer) -> str:
-    try:
-        from distill.tokenizer import tokenizer_sha256
-
-        return tokenizer_sha256(tokenizer)
-    except ImportError:  # distill.tokenizer unavailable: hash the serialised tokenizer directly
-        import hashlib
-
-        return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
 
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def _evaluate_one(folder: Path, splits: dict[str, Path], pairs, fact_rows, *, seq_len: int, batch_size: int,
+                  device: str | None, log) -> dict[str, Any]:
+    """One model's report entry: perplexity per split, minimal pairs, fact probes."""
+    log(f"evaluate: {folder}")
+    model, tokenizer, info = load_model(folder, device=device)
+    entry: dict[str, Any] = {
+        "path": str(folder),
+        "role": info.role or "model",
+        "arch": info.arch or getattr(model.config, "model_type", None),
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "seq_len": info.seq_len,
+        "tokenizer_sha256": tokenizer_sha256(tokenizer),
+        "training": info.metrics or {},
+        "perplexity": {},
+        "blimp": None,
+        "facts": None,
+    }
+    for split, path in splits.items():
+        entry["perplexity"][split] = perplexity(model, tokenizer, path, seq_len=seq_len, batch_size=batch_size)
+        log(f"  {split} ppl {entry['perplexity'][split]['ppl']:.2f} ({entry['perplexity'][split]['tokens']} tokens)")
+    if pairs is not None:
+        entry["blimp"] = score_pairs(model, tokenizer, pairs, batch_size=max(batch_size, 32))
+        log(f"  minimal pairs {entry['blimp']['overall']['accuracy']:.1%} of {entry['blimp']['overall']['n']}")
+    if fact_rows is not None:
+        entry["facts"] = summarise_facts(probe_facts(model, tokenizer, fact_rows))
+        log(f"  facts mean rank {entry['facts']['mean_rank']:.1f}, mean logprob {entry['facts']['mean_logprob']:.2f}")
+    del model
+    gc.collect()
+    return entry
 
 
 def evaluate_models(models: dict[str, str | Path], *, splits: dict[str, str | Path] | None = None,
@@ -383,9 +385,6 @@ def evaluate_models(models: dict[str, str | Path], *, splits: dict[str, str | Pa
     scored on the same blocks. All inputs are checked before the first model loads; files are
     written only when every model has been evaluated.
     """
-    from distill import report as report_mod
-    from distill.generate import load_model
-
     started = time.time()
     splits = {name: Path(path) for name, path in (splits or {}).items()}
     if not models:
@@ -403,36 +402,9 @@ def evaluate_models(models: dict[str, str | Path], *, splits: dict[str, str | Pa
         seq_len = min(lengths) if lengths else 128
     notes: list[str] = []
 
-    entries: dict[str, dict[str, Any]] = {}
-    hashes = {}
-    for name, folder in folders.items():
-        log(f"evaluate: {name} ({folder})")
-        model, tokenizer, info = load_model(folder, device=device)
-        hashes[name] = _tokenizer_hash(tokenizer)
-        entry: dict[str, Any] = {
-            "path": str(folder),
-            "role": info.get("role") or "model",
-            "arch": info.get("arch") or getattr(model.config, "model_type", None),
-            "num_parameters": sum(p.numel() for p in model.parameters()),
-            "seq_len": info.get("seq_len"),
-            "tokenizer_sha256": hashes[name],
-            "training": info.get("metrics") or {},
-            "perplexity": {},
-            "blimp": None,
-            "facts": None,
-        }
-        for split, path in splits.items():
-            entry["perplexity"][split] = perplexity(model, tokenizer, path, seq_len=seq_len, batch_size=batch_size)
-            log(f"  {split} ppl {entry['perplexity'][split]['ppl']:.2f} ({entry['perplexity'][split]['tokens']} tokens)")
-        if pairs is not None:
-            entry["blimp"] = score_pairs(model, tokenizer, pairs, batch_size=max(batch_size, 32))
-            log(f"  minimal pairs {entry['blimp']['overall']['accuracy']:.1%} of {entry['blimp']['overall']['n']}")
-        if fact_rows is not None:
-            entry["facts"] = summarise_facts(probe_facts(model, tokenizer, fact_rows))
-            log(f"  facts mean rank {entry['facts']['mean_rank']:.1f}, mean logprob {entry['facts']['mean_logprob']:.2f}")
-        entries[name] = entry
-        del model
-        gc.collect()
+    entries = {name: _evaluate_one(folder, splits, pairs, fact_rows, seq_len=seq_len, batch_size=batch_size, device=device, log=log)
+               for name, folder in folders.items()}
+    hashes = {name: entry["tokenizer_sha256"] for name, entry in entries.items()}
     if len(set(hashes.values())) > 1:
         notes.append("the models do not share one tokenizer: their perplexities are per token of different vocabularies and do not compare")
 
@@ -451,16 +423,10 @@ def evaluate_models(models: dict[str, str | Path], *, splits: dict[str, str | Pa
     return report_mod.write_report(report, out_dir, metrics)
 
 
-# ----------------------------------------------------------------------------- command line
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise DistillError(f"{message}; see {self.prog} --help")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = _Parser(prog="python -m distill.evaluate", description="Evaluate trained models side by side and write a report.")
+    parser = ArgumentParser(prog="python -m distill.evaluate", description="Evaluate trained models side by side and write a report.")
     parser.add_argument("inputs", nargs="+", metavar="MODEL_DIR|RECIPE.yaml", help="model folders, or a recipe YAML followed by key=value overrides")
     parser.add_argument("--split", action="append", default=[], metavar="NAME=PATH", help="a corpus split file to score perplexity on (repeatable)")
     parser.add_argument("--blimp", metavar="DIR", help="folder of BLiMP-format *.jsonl minimal pairs")
@@ -482,18 +448,11 @@ def _parse_splits(items: list[str]) -> dict[str, Path]:
     return splits
 
 
-def recipe_plan(recipe_path: str, overrides: Sequence[str]) -> dict[str, Any]:
+def recipe_plan(recipe: Recipe) -> dict[str, Any]:
     """What ``evaluate recipe.yaml`` evaluates: the finished model folders, splits, BLiMP, facts, out."""
-    try:
-        from distill.recipe import load_recipe
-    except ImportError:
-        raise DistillError("recipe support needs distill.recipe, which is not available; pass model folders instead") from None
-    recipe = load_recipe(recipe_path, overrides)
     paths = recipe.paths
-    candidates = [paths.teacher(t.name) for t in recipe.teachers] + [paths.student]
-    if getattr(recipe.student, "baseline", True):
-        candidates.append(paths.baseline)
-    finished = [p for p in candidates if (p / "distill.json").is_file()]
+    candidates = model_dirs(recipe)
+    finished = [folder for folder in candidates if is_finished(folder)]
     for folder in candidates:
         if folder.exists() and folder not in finished:
             _log(f"evaluate: skipping {folder}: not finished (no distill.json)")
@@ -509,6 +468,25 @@ def recipe_plan(recipe_path: str, overrides: Sequence[str]) -> dict[str, Any]:
     }
 
 
+def run(recipe: Recipe, *, force: bool = False, resume: bool = False, batch_size: int = 8, device: str | None = None,
+        **changes) -> dict[str, Any]:
+    """Evaluate the recipe's finished models into ``{output_dir}/report``; return the report.
+
+    ``changes`` replace entries of :func:`recipe_plan` (``splits``, ``blimp_dir``, ``facts``,
+    ``out_dir``, ``seq_len``). The pipeline records what the report was made from (``run.json``).
+    """
+    plan = recipe_plan(recipe)
+    changes = {key: value for key, value in changes.items() if value}
+    plan.update(changes, splits={**plan["splits"], **changes.get("splits", {})})
+    inputs = stage_inputs(recipe, "evaluate")
+    report = evaluate_models(plan.pop("models"), batch_size=batch_size, device=device, **plan)
+    if not changes:  # the recipe's own report: record what it was made from
+        write_stamp(recipe, "evaluate", inputs)
+    print(report_mod.summary_table(report))
+    print(f"\nreport: {Path(plan['out_dir']) / 'report.md'}")
+    return report
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
@@ -517,21 +495,15 @@ def main(argv: list[str] | None = None) -> int:
         for item in overrides:
             if "=" not in item:
                 raise DistillError(f"{item}: after a recipe only key=value overrides may follow; evaluate model folders without a recipe")
-        plan = recipe_plan(args.inputs[0], overrides)
-        plan["splits"].update(_parse_splits(args.split))
-        for key, value in (("blimp_dir", args.blimp), ("facts", args.facts), ("out_dir", args.out), ("seq_len", args.seq_len)):
-            if value is not None:
-                plan[key] = value
-    else:
-        if args.out is None:
-            raise DistillError("--out: missing; say where to write the report, e.g. --out models/tiny/report")
-        plan = {"models": model_names(args.inputs), "splits": _parse_splits(args.split), "blimp_dir": args.blimp,
-                "facts": args.facts, "out_dir": args.out, "seq_len": args.seq_len}
-    report = evaluate_models(plan.pop("models"), batch_size=args.batch_size, device=args.device, **plan)
-    from distill.report import summary_table
-
-    print(summary_table(report))
-    print(f"\nreport: {Path(plan['out_dir']) / 'report.md'}")
+        run(load_recipe(args.inputs[0], overrides), batch_size=args.batch_size, device=args.device, splits=_parse_splits(args.split),
+            blimp_dir=args.blimp, facts=args.facts, out_dir=args.out, seq_len=args.seq_len)
+        return 0
+    if args.out is None:
+        raise DistillError("--out: missing; say where to write the report, e.g. --out models/tiny/report")
+    report = evaluate_models(model_names(args.inputs), splits=_parse_splits(args.split), blimp_dir=args.blimp, facts=args.facts,
+                             out_dir=args.out, seq_len=args.seq_len, batch_size=args.batch_size, device=args.device)
+    print(report_mod.summary_table(report))
+    print(f"\nreport: {Path(args.out) / 'report.md'}")
     return 0
 
 

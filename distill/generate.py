@@ -12,114 +12,26 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import sys
 import threading
 import warnings
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
+from distill.artifacts import load_model
+from distill.cli import ArgumentParser
 from distill.errors import DistillError, cli_entry
+from distill.recipe import GenerateConfig
 
-_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
+_DEFAULTS = GenerateConfig()  # one home for the sampling defaults: the recipe's generate: section
 
 
 class ContextLengthWarning(UserWarning):
     """Prompt plus new tokens run past the context the model was trained on."""
 
 
-# ----------------------------------------------------------------------------- loading
-
-
-def read_model_info(model_dir: str | Path) -> dict[str, Any]:
-    """``distill.json`` of a model folder as a dict ({} when the folder has none)."""
-    path = Path(model_dir) / "distill.json"
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DistillError(f"{path}: not valid JSON ({err}); retrain the model or delete the broken file") from None
-    if not isinstance(data, dict):
-        raise DistillError(f"{path}: expected a JSON object; retrain the model or delete the broken file")
-    return data
-
-
-def check_model_dir(model_dir: str | Path) -> Path:
-    """The folder as a Path; DistillError naming it and the fix when it is not a saved model."""
-    path = Path(model_dir)
-    if not path.exists():
-        raise DistillError(f"{path}: no such model folder; train one first (python -m distill run RECIPE.yaml) or check the path")
-    if not path.is_dir():
-        raise DistillError(f"{path}: not a folder; give a model folder holding config.json and model.safetensors")
-    if not (path / "config.json").is_file():
-        hint = "training may still be running or was interrupted (resume it)" if (path / "checkpoints").is_dir() else "give a folder written by save_pretrained"
-        raise DistillError(f"{path}: no config.json, so not a finished model folder; {hint}")
-    if not any(path.glob("*.safetensors")):
-        raise DistillError(f"{path}: no *.safetensors weights (only safetensors are loaded); re-save the model with save_pretrained(safe_serialization=True)")
-    return path
-
-
-def _torch_dtype(dtype):
-    import torch
-
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype or torch.float32
-    name = _DTYPES.get(str(dtype).lower().removeprefix("torch."))
-    if name is None:
-        raise DistillError(f"dtype: {dtype!r} is not one of float32, bfloat16, float16")
-    return getattr(torch, name)
-
-
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def load_model(model_dir: str | Path, device: str | None = None, dtype=None):
-    """Load a model folder for inference: ``(model, tokenizer, info)``.
-
-    ``model`` is the ``AutoModelForCausalLM`` in ``eval()`` mode on ``device`` (default: CUDA when
-    present, else CPU) in ``dtype`` (default float32; also "bf16"/"fp16"), loaded from safetensors
-    only. ``tokenizer`` is the folder's ``AutoTokenizer``. ``info`` is ``distill.json`` ({} for a plain
-    transformers folder) plus ``path``; it is also attached as ``model.distill_info``, where
-    :func:`generate` finds the trained context.
-    """
-    path = check_model_dir(model_dir)  # before the slow imports: a wrong path fails at once
-    info = {**read_model_info(path), "path": str(path)}
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch_dtype = _torch_dtype(dtype)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-    except (OSError, ValueError) as err:
-        raise DistillError(f"{path}: cannot load the tokenizer ({str(err).splitlines()[0]}); the folder needs tokenizer.json from the training run") from None
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # a local folder loads in a blink; its per-tensor bar is noise
-    try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, dtype=torch_dtype)
-    except (OSError, ValueError) as err:
-        raise DistillError(f"{path}: cannot load the model ({str(err).splitlines()[0]}); retrain it or re-save it with save_pretrained") from None
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
-    vocab = model.get_output_embeddings().weight.shape[0]
-    if len(tokenizer) > vocab:
-        raise DistillError(f"{path}: tokenizer has {len(tokenizer)} tokens but the model only {vocab} rows; the folder mixes two runs, retrain the model")
-    model.to(device or default_device())
-    model.eval()
-    model.distill_info = info
-    return model, tokenizer, info
-
-
-def trained_context(model) -> int | None:
-    """Tokens of context the model was trained on: distill.json ``seq_len``, else the config's limit."""
-    info = getattr(model, "distill_info", None) or {}
-    seq_len = info.get("seq_len")
+def trained_context(model, seq_len: int | None = None) -> int | None:
+    """Tokens of context the model was trained on: ``seq_len`` (``ModelInfo.seq_len``), else the config's limit."""
     if isinstance(seq_len, int) and seq_len > 0:
         return seq_len
     return _position_limit(model)
@@ -141,7 +53,6 @@ def _hard_position_limit(model) -> int | None:
     return None
 
 
-# ----------------------------------------------------------------------------- encoding
 
 
 def encode_prompt(tokenizer, text: str) -> list[int]:
@@ -199,12 +110,11 @@ def _prepare(model, tokenizer, prompt, max_new_tokens, context_length):
     hard = _hard_position_limit(model)
     if hard is not None and len(ids) >= hard:
         raise DistillError(f"prompt: {len(ids)} tokens, but this model has only {hard} positions; shorten the prompt")
-    context = context_length or trained_context(model)
+    context = trained_context(model, context_length)
     if context is not None and len(ids) + max_new_tokens > context:
-        name = (getattr(model, "distill_info", None) or {}).get("name") or "the model"
         warnings.warn(
             f"prompt ({len(ids)} tokens incl. <s>) + max_new_tokens ({max_new_tokens}) = {len(ids) + max_new_tokens} "
-            f"exceeds the {context}-token context {name} was trained on; text past it is unreliable",
+            f"exceeds the {context}-token context the model was trained on; text past it is unreliable",
             ContextLengthWarning,
             stacklevel=3,
         )
@@ -277,11 +187,11 @@ def _decode(tokenizer, ids: list[int]) -> str:
     return tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
 
-# ----------------------------------------------------------------------------- generation
 
 
-def generate(model, tokenizer, prompt: str, *, max_new_tokens: int = 60, temperature: float = 0.8, top_k: int = 50,
-             top_p: float = 0.95, repetition_penalty: float = 1.1, seed: int = 0, num_samples: int = 1,
+def generate(model, tokenizer, prompt: str, *, max_new_tokens: int = _DEFAULTS.max_new_tokens,
+             temperature: float = _DEFAULTS.temperature, top_k: int = _DEFAULTS.top_k, top_p: float = _DEFAULTS.top_p,
+             repetition_penalty: float = _DEFAULTS.repetition_penalty, seed: int = _DEFAULTS.seed, num_samples: int = 1,
              context_length: int | None = None, stopping_criteria=None) -> list[str]:
     """``num_samples`` continuations of ``prompt`` (the new text only, without the prompt).
 
@@ -305,8 +215,9 @@ def generate(model, tokenizer, prompt: str, *, max_new_tokens: int = 60, tempera
     return texts * num_samples if len(texts) == 1 and num_samples > 1 else texts
 
 
-def stream_generate(model, tokenizer, prompt: str, *, max_new_tokens: int = 60, temperature: float = 0.8, top_k: int = 50,
-                    top_p: float = 0.95, repetition_penalty: float = 1.1, seed: int = 0,
+def stream_generate(model, tokenizer, prompt: str, *, max_new_tokens: int = _DEFAULTS.max_new_tokens,
+                    temperature: float = _DEFAULTS.temperature, top_k: int = _DEFAULTS.top_k, top_p: float = _DEFAULTS.top_p,
+                    repetition_penalty: float = _DEFAULTS.repetition_penalty, seed: int = _DEFAULTS.seed,
                     context_length: int | None = None, stopping_criteria=None) -> Iterator[str]:
     """One sample as it is generated: an iterator of text pieces whose concatenation is the sample.
 
@@ -357,26 +268,19 @@ def stream_generate(model, tokenizer, prompt: str, *, max_new_tokens: int = 60, 
     return pieces()
 
 
-# ----------------------------------------------------------------------------- command line
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line and exit 2 through :func:`cli_entry`."""
-
-    def error(self, message: str):
-        raise DistillError(f"{message}; see {self.prog} --help")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = _Parser(prog="python -m distill.generate", description="Generate text from a trained model folder.")
+    parser = ArgumentParser(prog="python -m distill.generate", description="Generate text from a trained model folder.")
+    d = _DEFAULTS
     parser.add_argument("model_dir", help="model folder (e.g. models/tiny/student)")
     parser.add_argument("prompt", help='text to continue, e.g. "London was"')
-    parser.add_argument("--max-new-tokens", type=int, default=60, help="tokens to generate (default 60)")
-    parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 = greedy (default 0.8)")
-    parser.add_argument("--top-k", type=int, default=50, help="sample among the k most likely tokens; 0 = no limit (default 50)")
-    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus mass in (0, 1]; 1 = no limit (default 0.95)")
-    parser.add_argument("--repetition-penalty", type=float, default=1.1, help=">1 discourages repeats; 1 = none (default 1.1)")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    parser.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="tokens to generate (default %(default)s)")
+    parser.add_argument("--temperature", type=float, default=d.temperature, help="sampling temperature; 0 = greedy (default %(default)s)")
+    parser.add_argument("--top-k", type=int, default=d.top_k, help="sample among the k most likely tokens; 0 = no limit (default %(default)s)")
+    parser.add_argument("--top-p", type=float, default=d.top_p, help="nucleus mass in (0, 1]; 1 = no limit (default %(default)s)")
+    parser.add_argument("--repetition-penalty", type=float, default=d.repetition_penalty, help=">1 discourages repeats; 1 = none (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=d.seed, help="sampling seed (default %(default)s)")
     parser.add_argument("--num-samples", type=int, default=1, help="how many samples (default 1)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if present)")
     parser.add_argument("--dtype", default=None, help="float32 (default), bf16 or fp16")
@@ -389,10 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                     repetition_penalty=args.repetition_penalty, seed=args.seed, num_samples=args.num_samples)
     check_generation_args(args.prompt, **settings)  # before the model loads: bad input fails fast
-    model, tokenizer, _ = load_model(args.model_dir, device=args.device, dtype=args.dtype)
+    model, tokenizer, info = load_model(args.model_dir, device=args.device, dtype=args.dtype)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ContextLengthWarning)
-        samples = generate(model, tokenizer, args.prompt, **settings)
+        samples = generate(model, tokenizer, args.prompt, context_length=info.seq_len, **settings)
     for warning in caught:
         if issubclass(warning.category, ContextLengthWarning):
             print(f"warning: {warning.message}", file=sys.stderr)

@@ -2,8 +2,8 @@
 
 :meth:`TeacherLogitCache.build` runs every teacher (``eval()``, ``torch.no_grad()``, bf16 autocast
 on GPU) over the training blocks once, forms the ensemble target at the loss temperature
-(:func:`distill.losses.ensemble_log_probs`) and keeps, per token, the top-k log-probs, their token
-ids and the log of the remaining mass (:class:`distill.losses.SparseTarget`; its docstring says why
+(:func:`distill.teacher_target.ensemble_log_probs`) and keeps, per token, the top-k log-probs, their token
+ids and the log of the remaining mass (:class:`distill.teacher_target.SparseTarget`; its docstring says why
 this k+1-bucket target is a fair approximation and how close it is). The temperature, ensemble
 mode and weights are baked in, so a cache only serves runs with the same settings.
 
@@ -44,9 +44,10 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from distill.artifacts import file_sha256
 from distill.atomic import atomic_dir, atomic_write_json
 from distill.errors import DistillError
-from distill.losses import SparseTarget, ensemble_log_probs, normalise_weights
+from distill.teacher_target import SparseTarget, ensemble_log_probs, normalise_weights
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -65,26 +66,6 @@ EXPECT_KEYS = (
     "dataset_sha256",
 )
 REBUILD_HINT = "delete {path} and rebuild it (the student stage builds a missing cache), or set student.logit_cache.enabled=false"
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def model_folder_sha256(folder: str | os.PathLike) -> str:
-    """A teacher's identity for ``teacher_hashes``: sha256 over its config.json and weights."""
-    folder = Path(folder)
-    digest = hashlib.sha256()
-    for name in ("config.json", "model.safetensors"):
-        path = folder / name
-        if not path.is_file():
-            raise DistillError(f"{path}: missing; {folder} is not a finished model folder (train it first)")
-        digest.update(name.encode() + b"\0" + file_sha256(path).encode())
-    return digest.hexdigest()
 
 
 def _read_blocks(blocks: Any, start: int, end: int) -> np.ndarray:
@@ -143,7 +124,7 @@ class TeacherLogitCache:
     """Read access to a finished cache; build one with :meth:`build`, open one with :meth:`open`.
 
     ``cache[block_indices]`` (an int, a list, an array or a tensor of dataset block indices, in
-    batch order) returns a :class:`~distill.losses.SparseTarget` with ``len(block_indices) *
+    batch order) returns a :class:`~distill.teacher_target.SparseTarget` with ``len(block_indices) *
     seq_len`` rows, laid out like the batch's flat (B*T) positions, ready for
     ``chunked_kd_loss(..., target=cache[idx].to(device))``. Example::
 
@@ -183,8 +164,6 @@ class TeacherLogitCache:
 
     def __len__(self) -> int:
         return int(self.manifest["num_blocks"])
-
-    # --- reading -------------------------------------------------------------------------------
 
     @classmethod
     def open(cls, path: str | os.PathLike, expect: Optional[dict] = None, verify: bool = True) -> "TeacherLogitCache":
@@ -308,8 +287,6 @@ class TeacherLogitCache:
         target = self[block_indices]
         return target if device is None else target.to(device)
 
-    # --- building ------------------------------------------------------------------------------
-
     @classmethod
     def build(
         cls,
@@ -340,7 +317,7 @@ class TeacherLogitCache:
           temperature, ensemble, weights: the loss settings; baked into the target.
           top_k: entries kept per token (1..V); vocab_size: the tokenizer's V (logits are sliced to it).
           teacher_hashes, tokenizer_hash: identities stored in the manifest (see
-            :func:`model_folder_sha256`, :func:`distill.tokenizer.tokenizer_sha256`).
+            :func:`distill.artifacts.model_folder_sha256`, :func:`distill.artifacts.tokenizer_sha256`).
           batch_size: blocks per teacher forward pass; shard_blocks: blocks per shard file.
           logprob_dtype: "float16" (default, half the size) or "float32".
           accelerator: share the shards among processes; teachers then run on ``accelerator.device``.
@@ -375,35 +352,42 @@ class TeacherLogitCache:
             "logprob_dtype": logprob_dtype,
             "shard_blocks": int(shard_blocks),
         }
-        rank = accelerator.process_index if accelerator is not None else 0
-        world = accelerator.num_processes if accelerator is not None else 1
-        is_main = rank == 0
-        if accelerator is not None:
-            device = accelerator.device
-
-        def barrier() -> None:
-            if accelerator is not None:
-                accelerator.wait_for_everyone()
-
+        is_main = accelerator is None or accelerator.is_main_process
         partial = out_dir.with_name(f".{out_dir.name}.partial")
         if is_main:
             _prepare_partial(partial, settings)
-        barrier()
+        _barrier(accelerator)
         num_shards = (num_blocks + shard_blocks - 1) // shard_blocks
-        for teacher in teachers:
-            teacher.eval()
-        for number in range(rank, num_shards, world):
-            start, end = number * shard_blocks, min((number + 1) * shard_blocks, num_blocks)
-            if _shard_done(partial, number):
-                continue
-            if verbose:
-                print(f"logit cache: shard {number + 1}/{num_shards} (blocks {start}-{end - 1}) -> {partial}", file=sys.stderr)
-            _build_shard(partial, number, start, end, teachers, blocks, settings, weights, batch_size, device)
-        barrier()
+        _build_shards(partial, num_shards, teachers, blocks, settings, weights, batch_size, accelerator, device, verbose)
+        _barrier(accelerator)
         if is_main:
             _finish(partial, out_dir, settings, num_shards)
-        barrier()
+        _barrier(accelerator)
         return cls.open(out_dir, verify=False)
+
+
+def _barrier(accelerator) -> None:
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+
+
+def _build_shards(partial: Path, num_shards: int, teachers, blocks, settings: dict, weights, batch_size: int, accelerator,
+                  device, verbose: bool) -> None:
+    """This process's shards (round-robin over processes, on ``accelerator.device``), skipping finished ones."""
+    rank = accelerator.process_index if accelerator is not None else 0
+    world = accelerator.num_processes if accelerator is not None else 1
+    if accelerator is not None:
+        device = accelerator.device
+    shard_blocks, num_blocks = settings["shard_blocks"], settings["num_blocks"]
+    for teacher in teachers:
+        teacher.eval()
+    for number in range(rank, num_shards, world):
+        start, end = number * shard_blocks, min((number + 1) * shard_blocks, num_blocks)
+        if _shard_done(partial, number):
+            continue
+        if verbose:
+            print(f"logit cache: shard {number + 1}/{num_shards} (blocks {start}-{end - 1}) -> {partial}", file=sys.stderr)
+        _build_shard(partial, number, start, end, teachers, blocks, settings, weights, batch_size, device)
 
 
 def _shard_names(number: int) -> dict[str, str]:

@@ -10,6 +10,7 @@ so generation warns past that length.
 from __future__ import annotations
 
 import torch
+from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
 
 from distill.recipe import ModelConfig
 from distill.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -17,8 +18,6 @@ from distill.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 def model_config(model_cfg: ModelConfig, vocab_size: int, seq_len: int):
     """The ``transformers`` config (LlamaConfig or GPT2Config) for one recipe model section."""
-    from transformers import GPT2Config, LlamaConfig
-
     common = dict(vocab_size=vocab_size, bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID)
     if model_cfg.arch == "llama":
         tie = False if model_cfg.tie_embeddings is None else model_cfg.tie_embeddings
@@ -54,8 +53,6 @@ def build_model(model_cfg: ModelConfig, vocab_size: int, seq_len: int) -> torch.
     Seed first (``accelerate.utils.set_seed``) for a reproducible initialisation. Works under
     ``with torch.device("meta"):`` to count parameters without allocating them.
     """
-    from transformers import AutoModelForCausalLM
-
     config = model_config(model_cfg, vocab_size, seq_len)
     model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
     if getattr(model, "loss_type", None) is None:  # GPT2LMHeadModel's name hides its loss from transformers

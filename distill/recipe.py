@@ -30,6 +30,7 @@ from typing import Any, Literal, Optional, Sequence, Union
 
 import yaml
 
+from distill.counts import parse_count
 from distill.errors import DistillError
 
 Arch = Literal["llama", "gpt2"]
@@ -40,6 +41,9 @@ Ensemble = Literal["logits", "probs"]
 KLReduction = Literal["token_mean", "legacy_batchmean"]
 SplitName = Literal["train", "val", "test"]
 Tracker = Literal["tensorboard"]
+
+if typing.TYPE_CHECKING:
+    from distill.losses import LossConfig
 
 # Fields marked internal are set by the loader, never read from YAML.
 _INTERNAL = {"internal": True}
@@ -69,6 +73,9 @@ class _Section:
     def problems(self, key: str, recipe: "Recipe | None" = None) -> list[str]:
         """Value checks beyond types, as ``key: message`` lines (empty when all is well)."""
         return []
+
+
+_S = typing.TypeVar("_S", bound=_Section)
 
 
 @dataclass(kw_only=True)
@@ -250,6 +257,22 @@ class StudentConfig(ModelConfig):
     baseline: bool = True  # also train the same student with alpha=1 (no distillation) for comparison
     facts_in_train: bool = True  # false: the student and the baseline train on the train split without the injected corpus.facts, so the facts are only in the teachers' data
     logit_cache: LogitCacheConfig = field(default_factory=LogitCacheConfig)  # optional teacher-logit cache
+
+    @property
+    def uses_teachers(self) -> bool:
+        """Whether the loss has a KD term (alpha < 1) and so needs teachers; alpha == 1 is plain CE."""
+        return self.alpha < 1
+
+    @property
+    def loss(self) -> "LossConfig":
+        """The loss settings as a checked :class:`distill.losses.LossConfig`."""
+        # Imported here, not at the top: distill.losses needs torch, and every command imports this
+        # module (the corpus stage and --help too); only the stages that compute a loss pay for torch.
+        from distill.losses import LossConfig
+
+        weights = tuple(self.teacher_weights) if self.teacher_weights is not None else None
+        return LossConfig(alpha=self.alpha, temperature=self.temperature, divergence=self.divergence, ensemble=self.ensemble,
+                          teacher_weights=weights, kl_reduction=self.kl_reduction, chunk_size=self.chunk_size)
 
     def problems(self, key, recipe=None):
         out = super().problems(key, recipe)
@@ -477,6 +500,18 @@ def recipe_from_dict(data: dict, overrides: Sequence[str] = (), source: Path | N
     return recipe
 
 
+def section_from_dict(cls: type[_S], data: Any, key: str) -> _S:
+    """One recipe section (e.g. :class:`StudentConfig`) from a mapping as YAML gives it, checked as
+    in a recipe: one DistillError lists every problem, each named under ``key`` (``student.alpha: ...``)."""
+    problems: list[str] = []
+    section = _build(cls, _deepcopy(data), key, problems)
+    if isinstance(section, cls):
+        problems += section.problems(key)
+    if problems:
+        raise DistillError("; ".join(problems))
+    return section
+
+
 def _resolve_paths(obj: Any) -> None:
     """Make every Path field absolute, relative to the current working directory."""
     if isinstance(obj, list):
@@ -624,19 +659,6 @@ def _show(value: Any) -> str:
     return repr(value) if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
-_COUNT = re.compile(r"^\s*(\d[\d_]*(?:\.\d+)?)\s*([kKmMbB]?)\s*$")
-_SCALE = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9}
-
-
-def parse_count(value: str) -> int | None:
-    """``"400_000"`` -> 400000, ``"500k"`` -> 500000, ``"10M"`` -> 10000000; None if not a count."""
-    match = _COUNT.match(value)
-    if not match:
-        return None
-    number = float(match.group(1).replace("_", "")) * _SCALE[match.group(2).lower()]
-    return int(number) if number == int(number) else None
-
-
 def _coerce(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (Union, types.UnionType):
@@ -669,8 +691,11 @@ def _coerce(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        if isinstance(value, str) and parse_count(value) is not None:
-            return parse_count(value)
+        if isinstance(value, str):
+            try:
+                return parse_count(value, key)
+            except DistillError:
+                pass  # not a count: reported below as the wrong type
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)

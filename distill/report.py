@@ -88,6 +88,7 @@ def curves(metrics: dict[str, list[dict]]) -> dict[str, dict[str, tuple[list[flo
 
 
 def _render_png(title: str, xlabel: str, series: dict[str, tuple[list[float], list[float]]], log_y: bool) -> bytes:
+    # matplotlib adds a few tenths of a second to every import of distill.evaluate; only plotting pays it.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, MaxNLocator
@@ -132,9 +133,6 @@ def plot_training_curves(metrics: dict[str, list[dict]], plots_dir: str | Path) 
         atomic_write_bytes(path, _render_png(title, xlabel, data[name], log_y=name == "val_ppl"))
         written.append(path)
     return written
-
-
-# ----------------------------------------------------------------------------- markdown
 
 
 def _fmt(value, spec: str = ".2f", missing: str = "–") -> str:

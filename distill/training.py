@@ -42,32 +42,31 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import itertools
 import json
 import math
-import os
-import re
 import shutil
-import signal
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
+from accelerate import Accelerator
 from torch.utils.data import DataLoader, Sampler
+from tqdm.auto import tqdm
+from transformers import get_scheduler
 
-from distill.atomic import atomic_dir, atomic_write_text
+from distill.artifacts import INFO_FILE, ModelInfo, write_info
+from distill.atomic import atomic_dir
+from distill.checkpoints import CHECKPOINTS, StopSignal, latest_checkpoint, save_checkpoint, truncate_metrics
 from distill.data import collate_blocks
-from distill.errors import DistillError
+from distill.distributed import make_accelerator
+from distill.errors import DistillError, TrainingInterrupted
 from distill.models import count_parameters
 from distill.recipe import TrainingConfig
 
-CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
-_STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
 @dataclasses.dataclass
@@ -81,14 +80,6 @@ class LossWindow:
 
 
 LossFn = Callable[[torch.nn.Module, dict, LossWindow], "tuple[torch.Tensor, dict[str, Any]]"]
-
-
-class TrainingInterrupted(Exception):
-    """SIGTERM/SIGINT arrived; a checkpoint was saved. ``checkpoint`` is its folder."""
-
-    def __init__(self, message: str, checkpoint: Path):
-        super().__init__(message)
-        self.checkpoint = checkpoint
 
 
 def count_target_tokens(batch: dict) -> torch.Tensor:
@@ -147,37 +138,32 @@ class _Progress:
         vars(self).update(state)
 
 
-class _StopSignal:
-    """Turns the first SIGTERM/SIGINT into a flag; a second one acts as the default would."""
+@dataclasses.dataclass
+class _Run:
+    """One training run's parts, built by :func:`_setup` and handed to each step of :func:`train`."""
 
-    def __init__(self):
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
+    cfg: TrainingConfig
+    accelerator: Accelerator
+    model: torch.nn.Module  # prepared, and compiled when cfg.compile
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # not prepared: Accelerate would step it once per process per call
+    sampler: EpochShuffleSampler
+    train_dl: DataLoader
+    eval_dl: DataLoader
+    progress: _Progress
+    compute_loss: LossFn
+    count_tokens: Callable[[dict], torch.Tensor]
+    out_dir: Path
+    name: str
+    total_steps: int
+    started: float  # time.time() when this process began
+    elapsed_before: float = 0.0  # seconds trained by the processes before a resume
+    pbar: Any = None
+    last_train_loss: float = math.nan  # the newest train row's loss
 
-    def _handler(self, signum, frame):
-        self.signum = signum
-        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
-
-    def __enter__(self):
-        try:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                self._previous[signum] = signal.signal(signum, self._handler)
-        except ValueError:  # not the main thread: no handlers, no graceful stop
-            pass
-        return self
-
-    def __exit__(self, *exc):
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
-
-
-def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    """The newest complete ``out_dir/checkpoints/step-N`` (half-written ones have a temp name)."""
-    folder = Path(out_dir) / CHECKPOINTS
-    if not folder.is_dir():
-        return None
-    steps = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _STEP_DIR.match(p.name)) and p.is_dir()]
-    return max(steps)[1] if steps else None
+    def elapsed(self) -> float:
+        """Seconds of training so far, earlier processes of a resumed run included."""
+        return self.elapsed_before + time.time() - self.started
 
 
 def _optimizer(model: torch.nn.Module, cfg: TrainingConfig) -> torch.optim.AdamW:
@@ -189,53 +175,8 @@ def _optimizer(model: torch.nn.Module, cfg: TrainingConfig) -> torch.optim.AdamW
 
 
 def _scheduler(optimizer, cfg: TrainingConfig, total_steps: int):
-    from transformers import get_scheduler
-
     name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[cfg.scheduler]
     return get_scheduler(name, optimizer, num_warmup_steps=min(cfg.warmup_steps, total_steps), num_training_steps=total_steps)
-
-
-def _use_cpu() -> bool:
-    """CPU when asked (``--cpu`` / ACCELERATE_USE_CPU) or when several processes run without a GPU.
-
-    Accelerate only forms a multi-process CPU group when told to use the CPU; without this, two
-    processes launched on a CPU-only machine would each train alone and overwrite each other.
-    """
-    from accelerate.utils import parse_flag_from_env
-
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    return parse_flag_from_env("ACCELERATE_USE_CPU") or (world > 1 and not torch.cuda.is_available())
-
-
-def distributed_state():
-    """Accelerate's ``PartialState`` for this process (``main_process_first``, ranks, device)."""
-    from accelerate import PartialState
-
-    state = PartialState(cpu=_use_cpu())
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if world > 1 and state.num_processes != world:
-        raise DistillError(
-            f"launched as {world} processes but Accelerate formed a group of {state.num_processes}; "
-            "on CPU use ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N ..."
-        )
-    return state
-
-
-def make_accelerator(cfg: TrainingConfig, out_dir: str | Path):
-    """An ``Accelerator`` for ``cfg``: mixed precision from the recipe (null = accelerate config),
-    tensorboard only when asked for and installed."""
-    from accelerate import Accelerator
-
-    log_with = None
-    if cfg.log_with == "tensorboard":
-        if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
-            log_with = "tensorboard"
-        else:
-            warnings.warn("training.log_with is tensorboard but it is not installed; pip install tensorboard", stacklevel=2)
-    distributed_state()
-    return Accelerator(
-        cpu=_use_cpu(), mixed_precision=cfg.mixed_precision, log_with=log_with, project_dir=str(Path(out_dir) / "runs")
-    )
 
 
 def evaluate_loss(model: torch.nn.Module, dataloader, accelerator) -> tuple[float, float, int]:
@@ -276,13 +217,18 @@ def train(
     count_tokens: Callable[[dict], torch.Tensor] | None = None,
     collate_fn: Callable[[list], dict] | None = None,
     tokenizer=None,
-    extra_metadata: dict | None = None,
+    info: ModelInfo | None = None,
     resume: bool = False,
     accelerator=None,
-    model_name: str = "model",
-    role: str = "teacher",
 ) -> dict:
     """Train ``model`` and write its finished folder to ``out_dir``; return the final metrics.
+
+    The loop follows Accelerate's ``examples/complete_nlp_example.py`` (``prepare``, gradient
+    accumulation, ``backward``, ``gather_for_metrics``, ``init_trackers``/``log``/``end_training``) and
+    ``examples/by_feature/checkpointing.py`` (``save_state``/``load_state``, then
+    ``skip_first_batches`` to continue mid-epoch). It forms each accumulation window itself, with
+    ``no_sync`` on all but the last micro-batch as ``accumulate`` would, because the loss needs the
+    window's global token count before its first micro-batch.
 
     Args:
         model: a ``transformers`` causal LM (fp32; the accelerator adds autocast).
@@ -295,14 +241,14 @@ def train(
         count_tokens: ``batch -> 0-dim tensor``, the target tokens of a micro-batch (default:
             labels shifted by one that are not -100). Must agree with ``compute_loss``'s sums.
         tokenizer: saved into the final folder.
-        extra_metadata: merged into ``distill.json`` (name, arch, recipe section, hashes, ...);
-            its ``metrics`` dict is merged with the loop's.
+        info: what ``distill.json`` records (:class:`~distill.artifacts.ModelInfo`: name, role,
+            recipe section, hashes, ...); its ``metrics`` are merged with the loop's. Its name
+            labels the logs.
         resume: continue from the newest checkpoint in ``out_dir/checkpoints`` (fresh start if
             none). False starts over and deletes old checkpoints and ``metrics.jsonl``.
         accelerator: reuse one (e.g. the student prepares its frozen teachers with it). Default:
             :func:`make_accelerator`. The loop does its own accumulation windows, so pass one
             made with ``gradient_accumulation_steps=1`` (the default).
-        model_name, role: written to ``distill.json`` and the logs.
 
     Returns: ``{"val_loss", "val_ppl", "train_loss", "steps", "epochs", "train_tokens",
     "wall_time_s", "num_processes", "effective_batch_size"}``.
@@ -310,194 +256,246 @@ def train(
     Raises: :class:`DistillError` when the loss becomes NaN/inf (the newest checkpoint is kept);
     :class:`TrainingInterrupted` after saving a checkpoint on SIGTERM/SIGINT.
     """
-    from tqdm.auto import tqdm
+    run = _setup(
+        model, train_dataset, eval_dataset, training_cfg, Path(out_dir), compute_loss=compute_loss or causal_lm_loss,
+        count_tokens=count_tokens or count_target_tokens, collate_fn=collate_fn or collate_blocks, resume=resume,
+        accelerator=accelerator, name=(info.name if info else "") or "model",
+    )
+    run.model.train()
+    with StopSignal() as stop:
+        while run.progress.step < run.total_steps:
+            _train_epoch(run, stop)
+    run.pbar.close()
+    return _finish(run, tokenizer, info or ModelInfo(name=run.name))
 
-    cfg = training_cfg
-    out_dir = Path(out_dir)
-    compute_loss = compute_loss or causal_lm_loss
-    count_tokens = count_tokens or count_target_tokens
-    collate_fn = collate_fn or collate_blocks
+
+def _setup(model, train_dataset, eval_dataset, cfg: TrainingConfig, out_dir: Path, *, compute_loss: LossFn,
+           count_tokens: Callable[[dict], torch.Tensor], collate_fn, resume: bool, accelerator, name: str) -> _Run:
+    """The folder, the prepared loaders, model and optimizer, the schedule, then the checkpoint's state."""
     accelerator = accelerator or make_accelerator(cfg, out_dir)
-    is_main = accelerator.is_main_process
-    world = accelerator.num_processes
-    ckpt_root = out_dir / CHECKPOINTS
-    metrics_path = out_dir / METRICS
     started = time.time()
-
-    checkpoint = latest_checkpoint(out_dir) if resume else None
-    if resume and checkpoint is None and is_main:
-        print(f"{model_name}: no checkpoint in {ckpt_root}; starting from scratch", file=sys.stderr)
-    if is_main:
-        # From here until the final save the folder is unfinished, whatever it held before.
-        (out_dir / "distill.json").unlink(missing_ok=True)
-    if checkpoint is None and is_main:
-        shutil.rmtree(ckpt_root, ignore_errors=True)
-        metrics_path.unlink(missing_ok=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()
-
-    sampler = EpochShuffleSampler(len(train_dataset), cfg.seed)
-    # Own generators: creating a loader iterator otherwise draws from the global RNG, so a resumed
-    # run (which creates one mid-epoch) would shift every later dropout mask.
-    train_dl = DataLoader(
-        train_dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate_fn, generator=torch.Generator().manual_seed(cfg.seed)
-    )
-    eval_dl = DataLoader(
-        eval_dataset, batch_size=cfg.batch_size, shuffle=False, collate_fn=collate_fn, generator=torch.Generator().manual_seed(cfg.seed)
-    )
-    train_dl, eval_dl = accelerator.prepare(train_dl, eval_dl)
-    accum = cfg.grad_accum
-    steps_per_epoch = math.ceil(len(train_dl) / accum)
-    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
-
+    checkpoint = _prepare_folder(accelerator, out_dir, resume, name)
+    sampler, train_dl, eval_dl = _loaders(accelerator, train_dataset, eval_dataset, cfg, collate_fn)
+    total_steps = cfg.max_steps or cfg.epochs * math.ceil(len(train_dl) / cfg.grad_accum)
     optimizer = _optimizer(model, cfg)
     scheduler = _scheduler(optimizer, cfg, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
-    # The scheduler is not prepared: Accelerate would step it once per process per call.
     progress = _Progress()
     accelerator.register_for_checkpointing(scheduler, progress)
     if cfg.compile:
         model = torch.compile(model)
-
+    run = _Run(
+        cfg=cfg, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler, sampler=sampler,
+        train_dl=train_dl, eval_dl=eval_dl, progress=progress, compute_loss=compute_loss, count_tokens=count_tokens,
+        out_dir=out_dir, name=name, total_steps=total_steps, started=started,
+    )
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
-        if is_main:
-            print(f"{model_name}: resuming from {checkpoint} (step {progress.step}, epoch {progress.epoch + 1})", file=sys.stderr)
-            _truncate_metrics(metrics_path, progress.step)
+        if accelerator.is_main_process:
+            print(f"{name}: resuming from {checkpoint} (step {progress.step}, epoch {progress.epoch + 1})", file=sys.stderr)
+            truncate_metrics(out_dir / METRICS, progress.step)
     accelerator.wait_for_everyone()
-    elapsed_before = progress.elapsed
-
+    run.elapsed_before = progress.elapsed
     if accelerator.trackers == [] and cfg.log_with and accelerator.log_with:
-        accelerator.init_trackers(model_name, config=_flat_config(cfg))
+        accelerator.init_trackers(name, config=_flat_config(cfg))
+    run.pbar = tqdm(total=total_steps, initial=progress.step, desc=name, disable=not accelerator.is_local_main_process, dynamic_ncols=True, mininterval=1.0)
+    return run
 
-    def log(row: dict) -> None:
-        if is_main:
-            with open(metrics_path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(row) + "\n")
-        if accelerator.log_with:
-            accelerator.log({f"{row['split']}/{k}": v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}, step=row["step"])
 
-    def validate() -> dict:
-        loss, ppl, tokens = evaluate_loss(model, eval_dl, accelerator)
-        row = {"step": progress.step, "epoch": progress.epoch + 1, "split": "val", "loss": loss, "ppl": ppl, "tokens": tokens}
-        log(row)
-        progress.last_val = row
-        return row
+def _prepare_folder(accelerator, out_dir: Path, resume: bool, name: str) -> Path | None:
+    """The checkpoint to resume from; None starts fresh, deleting old checkpoints and metrics."""
+    is_main = accelerator.is_main_process
+    checkpoint = latest_checkpoint(out_dir) if resume else None
+    if resume and checkpoint is None and is_main:
+        print(f"{name}: no checkpoint in {out_dir / CHECKPOINTS}; starting from scratch", file=sys.stderr)
+    if is_main:
+        # From here until the final save the folder is unfinished, whatever it held before.
+        (out_dir / INFO_FILE).unlink(missing_ok=True)
+    if checkpoint is None and is_main:
+        shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
+        (out_dir / METRICS).unlink(missing_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    return checkpoint
 
-    def save() -> Path:
-        progress.elapsed = elapsed_before + time.time() - started
-        return _save_checkpoint(accelerator, ckpt_root, progress.step, cfg.keep_checkpoints)
 
-    scale = world * accelerator.gradient_accumulation_steps  # undo DDP's mean and Accelerate's 1/accum
-    pbar = tqdm(total=total_steps, initial=progress.step, desc=model_name, disable=not accelerator.is_local_main_process, dynamic_ncols=True, mininterval=1.0)
-    last_train_loss = float("nan")
-    model.train()
-    with _StopSignal() as stop:
-        while progress.step < total_steps:
-            sampler.set_epoch(progress.epoch)
-            loader = accelerator.skip_first_batches(train_dl, progress.batches_in_epoch) if progress.batches_in_epoch else train_dl
-            batches = iter(loader)
-            while progress.step < total_steps:
-                window = list(itertools.islice(batches, accum))
-                if not window:  # the loader ran dry early (should not happen): close the epoch anyway
-                    validate()
-                    progress.epoch += 1
-                    progress.batches_in_epoch = 0
-                    break
-                counts = torch.stack([count_tokens(b).to(accelerator.device, torch.long) for b in window])
-                totals = accelerator.reduce(
-                    torch.stack([counts.sum(), torch.tensor(sum(len(b["input_ids"]) for b in window), device=accelerator.device)]),
-                    reduction="sum",
-                )
-                info = LossWindow(num_tokens=totals[0], num_sequences=int(totals[1]), num_micro_batches=len(window), step=progress.step + 1)
-                sums: dict[str, torch.Tensor] = {}
-                for i, batch in enumerate(window):
-                    # Gradients are all-reduced only on the window's last micro-batch.
-                    sync = accelerator.no_sync(model) if i < len(window) - 1 else contextlib.nullcontext()
-                    with sync:
-                        loss, logs = compute_loss(model, batch, info)
-                        accelerator.backward(loss * scale)
-                    for name, value in {"loss": loss, **logs}.items():
-                        value = torch.as_tensor(value, device=accelerator.device).detach().double()
-                        sums[name] = sums.get(name, 0) + value
-                names = list(sums)
-                reduced = accelerator.reduce(torch.stack([sums[n] for n in names]), reduction="sum")
-                values = dict(zip(names, reduced.tolist()))
-                if not all(math.isfinite(v) for v in values.values()):
-                    good = latest_checkpoint(out_dir)
-                    raise DistillError(
-                        f"{model_name}: training loss became {values['loss']} at step {progress.step + 1} "
-                        f"(epoch {progress.epoch + 1}); stopped, last good checkpoint: {good or 'none yet'}; "
-                        f"lower training.lr (now {cfg.lr:g}) or set training.max_grad_norm"
-                    )
-                grad_norm = None
-                if cfg.max_grad_norm:
-                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+def _loaders(accelerator, train_dataset, eval_dataset, cfg: TrainingConfig, collate_fn):
+    """``(sampler, train_dl, eval_dl)``, the loaders prepared (sharded across processes)."""
+    sampler = EpochShuffleSampler(len(train_dataset), cfg.seed)
+    # Own generators: creating a loader iterator otherwise draws from the global RNG, so a resumed
+    # run (which creates one mid-epoch) would shift every later dropout mask.
+    train_dl = DataLoader(train_dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate_fn, generator=torch.Generator().manual_seed(cfg.seed))
+    eval_dl = DataLoader(eval_dataset, batch_size=cfg.batch_size, shuffle=False, collate_fn=collate_fn, generator=torch.Generator().manual_seed(cfg.seed))
+    train_dl, eval_dl = accelerator.prepare(train_dl, eval_dl)
+    return sampler, train_dl, eval_dl
 
-                tokens = int(totals[0].item())
-                progress.step += 1
-                progress.batches_in_epoch += len(window)
-                progress.train_tokens += tokens
-                for name, value in values.items():
-                    progress.since_log[name] = progress.since_log.get(name, 0.0) + value * tokens
-                progress.since_log_tokens += tokens
-                pbar.update(1)
-                if progress.step % cfg.log_every == 0 or progress.step == total_steps:
-                    row = {"step": progress.step, "epoch": progress.epoch + 1, "split": "train"}
-                    row.update({n: v / max(progress.since_log_tokens, 1) for n, v in progress.since_log.items()})
-                    row["lr"] = scheduler.get_last_lr()[0]
-                    if grad_norm is not None:
-                        row["grad_norm"] = float(grad_norm)
-                    row["tokens"] = progress.train_tokens
-                    row["elapsed_s"] = round(elapsed_before + time.time() - started, 2)
-                    log(row)
-                    pbar.set_postfix(loss=f"{row['loss']:.3f}")
-                    last_train_loss = row["loss"]
-                    progress.since_log, progress.since_log_tokens = {}, 0
 
-                if progress.batches_in_epoch >= len(train_dl):
-                    validate()
-                    progress.epoch += 1
-                    progress.batches_in_epoch = 0
-                    break
-                if cfg.eval_every and progress.step % cfg.eval_every == 0:
-                    validate()
+def _train_epoch(run: _Run, stop: StopSignal) -> None:
+    """Optimizer steps to the end of the current epoch or of the run, from where a resume left off."""
+    progress, cfg = run.progress, run.cfg
+    run.sampler.set_epoch(progress.epoch)
+    loader = run.accelerator.skip_first_batches(run.train_dl, progress.batches_in_epoch) if progress.batches_in_epoch else run.train_dl
+    batches = iter(loader)
+    while progress.step < run.total_steps:
+        window = list(itertools.islice(batches, cfg.grad_accum))
+        if not window:  # the loader ran dry early (should not happen): close the epoch anyway
+            _end_epoch(run)
+            return
+        grad_norm = _optimizer_step(run, window)
+        if progress.step % cfg.log_every == 0 or progress.step == run.total_steps:
+            _log_train_row(run, grad_norm)
+        if progress.batches_in_epoch >= len(run.train_dl):
+            _end_epoch(run)
+            return
+        if cfg.eval_every and progress.step % cfg.eval_every == 0:
+            _validate(run)
+        _stop_if_signalled(run, stop)
+        if cfg.save_every and progress.step % cfg.save_every == 0 and progress.step < run.total_steps:
+            _checkpoint(run)
 
-                if stop.signum is not None:
-                    accelerator.set_trigger()
-                if accelerator.check_trigger():
-                    path = save()
-                    pbar.close()
-                    raise TrainingInterrupted(
-                        f"{model_name}: stopped by a signal at step {progress.step}/{total_steps}; "
-                        f"checkpoint saved to {path}; continue with --resume",
-                        path,
-                    )
-                if cfg.save_every and progress.step % cfg.save_every == 0 and progress.step < total_steps:
-                    save()
-    pbar.close()
 
+def _optimizer_step(run: _Run, window: list[dict]) -> torch.Tensor | None:
+    """One accumulation window -> one optimizer step; returns the grad norm (None: no clipping).
+
+    Raises DistillError, before stepping, when the window's loss or a log is NaN/inf.
+    """
+    progress, cfg = run.progress, run.cfg
+    info = _loss_window(run, window)
+    values = _backward(run, window, info)
+    if not all(math.isfinite(v) for v in values.values()):
+        good = latest_checkpoint(run.out_dir)
+        raise DistillError(
+            f"{run.name}: training loss became {values['loss']} at step {progress.step + 1} "
+            f"(epoch {progress.epoch + 1}); stopped, last good checkpoint: {good or 'none yet'}; "
+            f"lower training.lr (now {cfg.lr:g}) or set training.max_grad_norm"
+        )
+    grad_norm = run.accelerator.clip_grad_norm_(run.model.parameters(), cfg.max_grad_norm) if cfg.max_grad_norm else None
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    tokens = int(info.num_tokens.item())
+    progress.step += 1
+    progress.batches_in_epoch += len(window)
+    progress.train_tokens += tokens
+    for name, value in values.items():
+        progress.since_log[name] = progress.since_log.get(name, 0.0) + value * tokens
+    progress.since_log_tokens += tokens
+    run.pbar.update(1)
+    return grad_norm
+
+
+def _loss_window(run: _Run, window: list[dict]) -> LossWindow:
+    """The window's target tokens and sequences, summed over its micro-batches and all processes."""
+    device = run.accelerator.device
+    counts = torch.stack([run.count_tokens(b).to(device, torch.long) for b in window])
+    sequences = torch.tensor(sum(len(b["input_ids"]) for b in window), device=device)
+    totals = run.accelerator.reduce(torch.stack([counts.sum(), sequences]), reduction="sum")
+    return LossWindow(num_tokens=totals[0], num_sequences=int(totals[1]), num_micro_batches=len(window), step=run.progress.step + 1)
+
+
+def _backward(run: _Run, window: list[dict], info: LossWindow) -> dict[str, float]:
+    """``compute_loss`` and backward for each micro-batch; returns the window's loss and logs
+    (each already a share of the window's per-token mean) summed over micro-batches and processes."""
+    accelerator, model = run.accelerator, run.model
+    scale = accelerator.num_processes * accelerator.gradient_accumulation_steps  # undo DDP's mean and Accelerate's 1/accum
+    sums: dict[str, torch.Tensor] = {}
+    for i, batch in enumerate(window):
+        # Gradients are all-reduced only on the window's last micro-batch.
+        sync = accelerator.no_sync(model) if i < len(window) - 1 else contextlib.nullcontext()
+        with sync:
+            loss, logs = run.compute_loss(model, batch, info)
+            accelerator.backward(loss * scale)
+        for name, value in {"loss": loss, **logs}.items():
+            value = torch.as_tensor(value, device=accelerator.device).detach().double()
+            sums[name] = sums.get(name, 0) + value
+    names = list(sums)
+    reduced = accelerator.reduce(torch.stack([sums[n] for n in names]), reduction="sum")
+    return dict(zip(names, reduced.tolist()))
+
+
+def _log(run: _Run, row: dict) -> None:
+    """One row to ``metrics.jsonl`` (main process) and to the trackers as ``split/name``."""
+    if run.accelerator.is_main_process:
+        with open(run.out_dir / METRICS, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+    if run.accelerator.log_with:
+        numbers = {f"{row['split']}/{k}": v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}
+        run.accelerator.log(numbers, step=row["step"])
+
+
+def _log_train_row(run: _Run, grad_norm: torch.Tensor | None) -> None:
+    """The token-weighted means since the last train row, with lr, grad norm, tokens and time."""
+    progress = run.progress
+    row = {"step": progress.step, "epoch": progress.epoch + 1, "split": "train"}
+    row.update({n: v / max(progress.since_log_tokens, 1) for n, v in progress.since_log.items()})
+    row["lr"] = run.scheduler.get_last_lr()[0]
+    if grad_norm is not None:
+        row["grad_norm"] = float(grad_norm)
+    row["tokens"] = progress.train_tokens
+    row["elapsed_s"] = round(run.elapsed(), 2)
+    _log(run, row)
+    run.pbar.set_postfix(loss=f"{row['loss']:.3f}")
+    run.last_train_loss = row["loss"]
+    progress.since_log, progress.since_log_tokens = {}, 0
+
+
+def _validate(run: _Run) -> dict:
+    """CE and perplexity on the eval set, logged as a ``val`` row and kept as ``progress.last_val``."""
+    loss, ppl, tokens = evaluate_loss(run.model, run.eval_dl, run.accelerator)
+    progress = run.progress
+    row = {"step": progress.step, "epoch": progress.epoch + 1, "split": "val", "loss": loss, "ppl": ppl, "tokens": tokens}
+    _log(run, row)
+    progress.last_val = row
+    return row
+
+
+def _end_epoch(run: _Run) -> None:
+    _validate(run)
+    run.progress.epoch += 1
+    run.progress.batches_in_epoch = 0
+
+
+def _checkpoint(run: _Run) -> Path:
+    """Save ``checkpoints/step-N`` (every process takes part); the progress records the time so far."""
+    run.progress.elapsed = run.elapsed()
+    return save_checkpoint(run.accelerator, run.out_dir / CHECKPOINTS, run.progress.step, run.cfg.keep_checkpoints)
+
+
+def _stop_if_signalled(run: _Run, stop: StopSignal) -> None:
+    """After a SIGTERM/SIGINT on any process: every process saves a checkpoint, then TrainingInterrupted."""
+    if stop.signum is not None:
+        run.accelerator.set_trigger()
+    if run.accelerator.check_trigger():
+        path = _checkpoint(run)
+        run.pbar.close()
+        raise TrainingInterrupted(
+            f"{run.name}: stopped by a signal at step {run.progress.step}/{run.total_steps}; "
+            f"checkpoint saved to {path}; continue with --resume",
+            path,
+        )
+
+
+def _finish(run: _Run, tokenizer, info: ModelInfo) -> dict:
+    """Validate at the last step (unless just done), write the final folder, end the trackers."""
+    progress, accelerator = run.progress, run.accelerator
     if progress.last_val.get("step") != progress.step:
-        validate()
-    wall = elapsed_before + time.time() - started
+        _validate(run)
     val = progress.last_val
+    world = accelerator.num_processes
     metrics = {
         "val_loss": val["loss"],
         "val_ppl": val["ppl"],
-        "train_loss": last_train_loss,
+        "train_loss": run.last_train_loss,
         "steps": progress.step,
-        "epochs": round(progress.epoch + progress.batches_in_epoch / max(len(train_dl), 1), 3),
+        "epochs": round(progress.epoch + progress.batches_in_epoch / max(len(run.train_dl), 1), 3),
         "train_tokens": progress.train_tokens,
-        "wall_time_s": round(wall, 1),
+        "wall_time_s": round(run.elapsed(), 1),
         "num_processes": world,
-        "effective_batch_size": cfg.batch_size * accum * world,
+        "effective_batch_size": run.cfg.batch_size * run.cfg.grad_accum * world,
     }
     if torch.cuda.is_available():
         metrics["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-    _save_final(accelerator, model, out_dir, tokenizer, extra_metadata or {}, metrics, model_name, role)
+    _save_final(accelerator, run.model, run.out_dir, tokenizer, info, metrics)
     if accelerator.log_with:
         accelerator.end_training()
     return metrics
@@ -507,43 +505,7 @@ def _flat_config(cfg: TrainingConfig) -> dict:
     return {k: v for k, v in dataclasses.asdict(cfg).items() if isinstance(v, (int, float, str, bool))}
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop rows logged after the checkpoint being resumed, so the file reads as one run."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= step:
-                kept.append(line)
-        except json.JSONDecodeError:
-            continue
-    atomic_write_text(path, "".join(f"{line}\n" for line in kept))
-
-
-def _save_checkpoint(accelerator, root: Path, step: int, keep: int) -> Path:
-    """``save_state`` into a temp folder, then rename: a half-written checkpoint is never ``step-N``."""
-    final = root / f"step-{step}"
-    tmp = root / f".step-{step}.tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        older = sorted(
-            (int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and int(m.group(1)) < step
-        )
-        for _, path in older[: max(len(older) - (keep - 1), 0)]:
-            shutil.rmtree(path, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return final
-
-
-def _save_final(accelerator, model, out_dir: Path, tokenizer, metadata: dict, metrics: dict, name: str, role: str) -> None:
+def _save_final(accelerator, model, out_dir: Path, tokenizer, info: ModelInfo, metrics: dict) -> None:
     """Rebuild ``out_dir`` atomically as the finished model folder; ``distill.json`` is its last file."""
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
@@ -558,21 +520,6 @@ def _save_final(accelerator, model, out_dir: Path, tokenizer, metadata: dict, me
                     shutil.copytree(source, tmp / keep)
                 elif source.is_file():
                     shutil.copy2(source, tmp / keep)
-            info = dict(metadata)
-            info.update(name=name, role=role, num_parameters=count_parameters(unwrapped))
-            info["metrics"] = {**metadata.get("metrics", {}), **metrics}
-            (tmp / "distill.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            final = dataclasses.replace(info, num_parameters=count_parameters(unwrapped), metrics={**info.metrics, **metrics})
+            write_info(tmp, final)
     accelerator.wait_for_everyone()
-
-
-def refuse_unfinished(folder: str | Path, resume_or_force: bool) -> None:
-    """DistillError when ``folder`` holds an unfinished run's checkpoint and the user said neither
-    ``--resume`` nor ``--force``: a new run would silently throw that work away."""
-    checkpoint = latest_checkpoint(folder)
-    if checkpoint and not is_finished(folder) and not resume_or_force:
-        raise DistillError(f"{folder}: an unfinished run left {checkpoint.name}; continue it with --resume or start over with --force")
-
-
-def is_finished(folder: str | Path) -> bool:
-    """A model folder is finished when its ``distill.json`` exists (it is written last)."""
-    return (Path(folder) / "distill.json").is_file()

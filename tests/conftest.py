@@ -7,6 +7,7 @@ built here from ``tests/assets/teacher/articles.jsonl``, so these tests do not d
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -19,6 +20,21 @@ import yaml
 
 ASSETS = Path(__file__).parent / "assets"
 REPO = Path(__file__).resolve().parent.parent
+
+# metrics.jsonl rows of a teacher and a student (train rows every 10 steps, two validations in
+# epoch 1, one without ppl in epoch 2), for report and evaluate tests that need no real training.
+TEACHER_ROWS = [
+    {"step": 10, "epoch": 1, "split": "train", "loss": 6.0, "lr": 1e-3},
+    {"step": 20, "epoch": 1, "split": "train", "loss": 5.0, "lr": 1e-3},
+    {"step": 20, "epoch": 1, "split": "val", "loss": 5.3, "ppl": 200.3},
+]
+STUDENT_ROWS = [
+    {"step": 10, "epoch": 1, "split": "train", "loss": 4.0, "ce": 6.2, "kl": 1.8, "lr": 1e-3},
+    {"step": 20, "epoch": 1, "split": "train", "loss": 3.6, "ce": 5.5, "kl": 1.7, "lr": 1e-3},
+    {"step": 15, "epoch": 1, "split": "val", "loss": 5.8, "ppl": 330.0},
+    {"step": 20, "epoch": 1, "split": "val", "loss": 5.6, "ppl": 270.4},
+    {"step": 40, "epoch": 2, "split": "val", "loss": 5.2},
+]
 
 # Two CPU cores are shared by everything: keep torch to one thread in tests and their subprocesses.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -45,6 +61,18 @@ def free_port() -> int:
 def metrics_rows(folder: Path) -> list[dict]:
     """The rows of a model folder's metrics.jsonl."""
     return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def steps_per_epoch(recipe_path: Path, batch_size: int, processes: int = 1) -> int:
+    """Optimizer steps in one epoch over the recipe's train split: its blocks (counted by
+    ``distill.data.load_blocks`` with the recipe's trained tokenizer) over the global batch, rounded up."""
+    from distill.data import load_blocks
+    from distill.recipe import load_recipe
+    from distill.tokenizer import load_tokenizer
+
+    recipe = load_recipe(recipe_path)
+    blocks = len(load_blocks(recipe, "train", load_tokenizer(recipe.paths.tokenizer)))
+    return math.ceil(blocks / (batch_size * processes))
 
 
 def interrupt_at_checkpoint(cmd: list[str], checkpoint: Path, timeout: float = 120) -> str:

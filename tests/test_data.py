@@ -9,6 +9,7 @@ import pytest
 import distill.data as data
 from conftest import load_articles
 from distill.errors import DistillError
+from distill.recipe import load_recipe
 
 
 def test_blocks_concatenate_records_with_markers(split_dir, tiny_tokenizer, tmp_path):
@@ -45,8 +46,6 @@ def test_second_build_reads_the_cache(split_dir, tiny_tokenizer, tmp_path, monke
 
 
 def test_load_blocks_missing_split(tiny_recipe, tiny_tokenizer):
-    from distill.recipe import load_recipe
-
     recipe = load_recipe(tiny_recipe)
     recipe.paths.split("test").unlink()
     with pytest.raises(DistillError, match="python -m distill.corpus all --recipe"):

@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from conftest import STUDENT_ROWS, TEACHER_ROWS
 from distill.errors import DistillError
 from test_generate import ASSETS, FACT, REPO, build_tiny_model_dir, memorise, tiny_model, train_tiny_tokenizer
 
@@ -39,19 +40,8 @@ def fact_models(tokenizer):
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory, tokenizer, model, fact_models):
     root = tmp_path_factory.mktemp("eval")
-    teacher_metrics = [
-        {"step": 5, "epoch": 1, "split": "train", "loss": 6.0, "lr": 1e-3},
-        {"step": 10, "epoch": 1, "split": "train", "loss": 5.0, "lr": 1e-3},
-        {"step": 10, "epoch": 1, "split": "val", "loss": 5.2, "ppl": 181.3},
-    ]
-    student_metrics = [
-        {"step": 5, "epoch": 1, "split": "train", "loss": 4.0, "ce": 6.0, "kl": 2.0, "lr": 1e-3},
-        {"step": 10, "epoch": 1, "split": "train", "loss": 3.5, "ce": 5.2, "kl": 1.8, "lr": 1e-3},
-        {"step": 10, "epoch": 1, "split": "val", "loss": 5.4, "ppl": 221.4},
-        {"step": 20, "epoch": 2, "split": "val", "loss": 5.1, "ppl": 164.0},
-    ]
-    teacher = build_tiny_model_dir(root / "teachers" / "llama", fact_models[1], tokenizer, name="llama", role="teacher", metrics=teacher_metrics)
-    student = build_tiny_model_dir(root / "student", model, tokenizer, metrics=student_metrics)
+    teacher = build_tiny_model_dir(root / "teachers" / "llama", fact_models[1], tokenizer, name="llama", role="teacher", metrics=TEACHER_ROWS)
+    student = build_tiny_model_dir(root / "student", model, tokenizer, metrics=STUDENT_ROWS)
     return {"llama": teacher, "student": student}
 
 
@@ -264,12 +254,10 @@ def test_cli_bad_inputs_exit_2(model_dirs, split_files, tmp_path, capsys):
 
 
 def test_cli_recipe(tiny_recipe, tokenizer, model, capsys):
-    recipe_module = pytest.importorskip("distill.recipe")
-    if not hasattr(recipe_module, "load_recipe"):
-        pytest.skip("distill.recipe.load_recipe not available yet")
     from distill.evaluate import main
+    from distill.recipe import load_recipe
 
-    recipe = recipe_module.load_recipe(tiny_recipe)
+    recipe = load_recipe(tiny_recipe)
     build_tiny_model_dir(recipe.paths.student, model, tokenizer)
     (recipe.paths.baseline / "checkpoints").mkdir(parents=True)  # unfinished: skipped
     assert main([str(tiny_recipe), f"evaluate.facts={FACTS}"]) == 0

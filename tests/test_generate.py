@@ -109,7 +109,7 @@ def model_dir(tmp_path_factory, tokenizer) -> Path:
 
 @pytest.fixture(scope="module")
 def loaded(model_dir):
-    from distill.generate import load_model
+    from distill.artifacts import load_model
 
     return load_model(model_dir, device="cpu")
 
@@ -123,16 +123,17 @@ def fact_model(tokenizer):
 
 def test_load_model_reads_folder(loaded, model_dir):
     model, tokenizer, info = loaded
-    assert info["name"] == "student" and info["role"] == "student" and info["path"] == str(model_dir)
+    assert info.name == "student" and info.role == "student" and info.seq_len == 16
     assert not model.training and next(model.parameters()).dtype == torch.float32
     assert (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id) == (1, 2, 0)
     from distill.generate import trained_context
 
-    assert trained_context(model) == 16
+    assert trained_context(model, info.seq_len) == 16
+    assert trained_context(model) == model.config.max_position_embeddings  # no distill.json: the config's limit
 
 
 def test_load_model_missing_or_unfinished(tmp_path):
-    from distill.generate import load_model
+    from distill.artifacts import load_model
 
     with pytest.raises(DistillError, match="no such model folder"):
         load_model(tmp_path / "nowhere")
@@ -205,12 +206,12 @@ def test_stream_equals_generate_for_a_seed(loaded):
 def test_context_warning(loaded):
     from distill.generate import ContextLengthWarning, generate
 
-    model, tokenizer, _ = loaded  # trained on seq_len 16 (distill.json)
+    model, tokenizer, info = loaded  # trained on seq_len 16 (distill.json)
     with pytest.warns(ContextLengthWarning, match="exceeds the 16-token context"):
-        generate(model, tokenizer, "London was", max_new_tokens=20)
+        generate(model, tokenizer, "London was", max_new_tokens=20, context_length=info.seq_len)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ContextLengthWarning)
-        generate(model, tokenizer, "London was", max_new_tokens=4)
+        generate(model, tokenizer, "London was", max_new_tokens=4, context_length=info.seq_len)
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ import pytest
 from conftest import ASSETS, REPO
 
 pytest.importorskip("lm_eval")
+pytestmark = pytest.mark.slow  # runs the harness in a subprocess
 
 TASK = """task: {name}
 dataset_path: json

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from distill.errors import DistillError
 from distill.logit_cache import EXPECT_KEYS, MANIFEST, TeacherLogitCache, blocks_sha256
-from distill.losses import SparseTarget, chunked_kd_loss, ensemble_log_probs
+from distill.losses import LossConfig, chunked_kd_loss
+from distill.teacher_target import SparseTarget, ensemble_log_probs
 
 V, SEQ, NUM_BLOCKS, TOP_K, TEMP = 300, 16, 11, 32, 2.0
 # Random-init teachers are nearly uniform; scaling the lm_head by 50 gives an entropy of ~3.9 nats
@@ -131,7 +132,7 @@ def test_cached_loss_is_close_to_the_live_loss(setup):
 
     def run(target, alpha):
         hidden = student.model(input_ids=input_ids).last_hidden_state
-        out = chunked_kd_loss(hidden, student.lm_head.weight, None, input_ids, target, alpha=alpha, temperature=TEMP, chunk_size=16)
+        out = chunked_kd_loss(hidden, student.lm_head.weight, None, input_ids, target, LossConfig(alpha=alpha, temperature=TEMP, chunk_size=16))
         grad = torch.cat([g.reshape(-1) for g in torch.autograd.grad(out.loss, params)])
         return out, grad
 
@@ -156,13 +157,13 @@ def test_top_k_equal_to_vocab_matches_the_live_loss(setup, tmp_path, logprob_dty
     with torch.no_grad():
         teacher_logits = [t(input_ids=input_ids).logits for t in teachers]
     hidden = student.model(input_ids=input_ids).last_hidden_state.detach()
-    kwargs = dict(alpha=0.5, temperature=TEMP)
-    live = chunked_kd_loss(hidden, student.lm_head.weight, None, input_ids, teacher_logits, **kwargs)
-    cached = chunked_kd_loss(hidden, student.lm_head.weight, None, input_ids, cache[[0, 1]], **kwargs)
+    config = LossConfig(alpha=0.5, temperature=TEMP)
+    live = chunked_kd_loss(hidden, student.lm_head.weight, None, input_ids, teacher_logits, config)
+    cached = chunked_kd_loss(hidden, student.lm_head.weight, None, input_ids, cache[[0, 1]], config)
     torch.testing.assert_close(cached.loss, live.loss, rtol=tol, atol=tol)
     torch.testing.assert_close(cached.kl, live.kl, rtol=tol, atol=tol)
     with pytest.raises(ValueError, match="temperature"):  # the temperature is baked in
-        chunked_kd_loss(hidden, student.lm_head.weight, None, input_ids, cache[[0, 1]], alpha=0.5, temperature=1.0)
+        chunked_kd_loss(hidden, student.lm_head.weight, None, input_ids, cache[[0, 1]], LossConfig(alpha=0.5, temperature=1.0))
 
 
 def test_an_interrupted_build_resumes_at_the_first_missing_shard(setup, tmp_path):

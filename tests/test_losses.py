@@ -1,6 +1,7 @@
 """distill.losses against a direct full-tensor reference (F.kl_div, F.cross_entropy on whole tensors)."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -8,17 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distill.losses import (
-    DIVERGENCES,
-    ENSEMBLES,
-    KL_REDUCTIONS,
-    SparseTarget,
-    blended_kd_loss,
-    chunked_kd_loss,
-    count_valid_tokens,
-    ensemble_log_probs,
-    teacher_head_target,
-)
+from distill.losses import DIVERGENCES, KL_REDUCTIONS, LossConfig, blended_kd_loss, chunked_kd_loss, count_valid_tokens
+from distill.teacher_target import ENSEMBLES, SparseTarget, ensemble_log_probs, teacher_head_target
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 B, T, H, V = 3, 6, 8, 17
@@ -43,8 +35,10 @@ def make_case(seed: int = 0, dtype=torch.float32, batch: int = B):
     return hidden, weight, bias, teachers, labels
 
 
-def reference(student_logits, teachers, labels, *, alpha, temperature, divergence, ensemble, weights, kl_reduction, vocab):
+def reference(student_logits, teachers, labels, config: LossConfig, *, vocab):
     """The loss of ARCHITECTURE.md written out on full (B, T, V) tensors."""
+    alpha, temperature, divergence, ensemble = config.alpha, config.temperature, config.divergence, config.ensemble
+    weights, kl_reduction = config.teacher_weights, config.kl_reduction
     s = student_logits[..., :vocab]
     zs = [z[..., :vocab] for z in teachers]
     w = [1.0 / len(zs)] * len(zs) if weights is None else [x / sum(weights) for x in weights]
@@ -81,20 +75,20 @@ OPTIONS = list(itertools.product(DIVERGENCES, ENSEMBLES, [None, (0.7, 0.3)], KL_
 @pytest.mark.parametrize("divergence,ensemble,weights,kl_reduction", OPTIONS)
 def test_matches_full_tensor_reference(divergence, ensemble, weights, kl_reduction):
     hidden, weight, bias, teachers, labels = make_case()
-    kwargs = dict(alpha=0.3, temperature=2.0, divergence=divergence, ensemble=ensemble, weights=weights, kl_reduction=kl_reduction)
+    config = LossConfig(alpha=0.3, temperature=2.0, divergence=divergence, ensemble=ensemble, teacher_weights=weights, kl_reduction=kl_reduction, chunk_size=4)
     params = [hidden.requires_grad_(), weight.requires_grad_(), bias.requires_grad_()]
 
-    ref_loss, ref_ce, ref_kl = reference(F.linear(hidden, weight, bias), teachers, labels, vocab=V, **kwargs)
+    ref_loss, ref_ce, ref_kl = reference(F.linear(hidden, weight, bias), teachers, labels, config, vocab=V)
     ref_grads = torch.autograd.grad(ref_loss, params)
 
-    plain = blended_kd_loss(F.linear(hidden, weight, bias), teachers, labels, vocab_size=V, **kwargs)
+    plain = blended_kd_loss(F.linear(hidden, weight, bias), teachers, labels, config, vocab_size=V)
     torch.testing.assert_close(plain.loss, ref_loss, **TOL)
     torch.testing.assert_close(plain.ce, ref_ce, **TOL)
     torch.testing.assert_close(plain.kl, ref_kl, **TOL)
     for got, want in zip(torch.autograd.grad(plain.loss, params), ref_grads):
         torch.testing.assert_close(got, want, **TOL)
 
-    chunked = chunked_kd_loss(hidden, weight, bias, labels, teachers, vocab_size=V, chunk_size=4, **kwargs)
+    chunked = chunked_kd_loss(hidden, weight, bias, labels, teachers, config, vocab_size=V)
     torch.testing.assert_close(chunked.loss, ref_loss, **TOL)
     torch.testing.assert_close(chunked.ce, ref_ce, **TOL)
     torch.testing.assert_close(chunked.kl, ref_kl, **TOL)
@@ -107,14 +101,14 @@ def test_matches_full_tensor_reference(divergence, ensemble, weights, kl_reducti
 def test_chunk_size_does_not_change_anything(chunk_size):
     hidden, weight, bias, teachers, labels = make_case(seed=1)
     params = [hidden.requires_grad_(), weight.requires_grad_(), bias.requires_grad_()]
-    kwargs = dict(alpha=0.5, temperature=2.0, vocab_size=V)
-    plain = blended_kd_loss(F.linear(hidden, weight, bias), teachers, labels, **kwargs)
-    chunked = chunked_kd_loss(hidden, weight, bias, labels, teachers, chunk_size=chunk_size, **kwargs)
+    config = LossConfig(alpha=0.5, temperature=2.0, chunk_size=chunk_size)
+    plain = blended_kd_loss(F.linear(hidden, weight, bias), teachers, labels, config, vocab_size=V)
+    chunked = chunked_kd_loss(hidden, weight, bias, labels, teachers, config, vocab_size=V)
     torch.testing.assert_close(chunked.loss, plain.loss, **TOL)
     for got, want in zip(torch.autograd.grad(chunked.loss, params), torch.autograd.grad(plain.loss, params)):
         torch.testing.assert_close(got, want, **TOL)
     with torch.no_grad():  # the no-grad path gives the same value
-        torch.testing.assert_close(chunked_kd_loss(hidden, weight, bias, labels, teachers, chunk_size=chunk_size, **kwargs).loss, plain.loss.detach(), **TOL)
+        torch.testing.assert_close(chunked_kd_loss(hidden, weight, bias, labels, teachers, config, vocab_size=V).loss, plain.loss.detach(), **TOL)
 
 
 def test_chunked_never_saves_more_than_one_chunk_of_logits():
@@ -130,7 +124,7 @@ def test_chunked_never_saves_more_than_one_chunk_of_logits():
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = chunked_kd_loss(hidden, weight, bias, labels, teachers, alpha=0.5, temperature=2.0, vocab_size=V, chunk_size=chunk)
+        out = chunked_kd_loss(hidden, weight, bias, labels, teachers, LossConfig(alpha=0.5, temperature=2.0, chunk_size=chunk), vocab_size=V)
     out.loss.backward()
     assert 0 < largest[0] <= chunk, largest[0]  # (chunk, V) at most, never (M, V)
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in params)
@@ -143,9 +137,9 @@ def test_teacher_head_target_equals_teacher_logits():
     t_weight = [torch.randn(V + 2, 6, generator=gen), torch.randn(V, 10, generator=gen)]
     t_bias = [None, torch.randn(V, generator=gen)]
     logits = [F.linear(h, w, b) for h, w, b in zip(t_hidden, t_weight, t_bias)]
-    kwargs = dict(alpha=0.2, temperature=1.5, vocab_size=V, ensemble="probs", chunk_size=3)
-    want = chunked_kd_loss(hidden, weight, bias, labels, logits, **kwargs)
-    got = chunked_kd_loss(hidden, weight, bias, labels, teacher_head_target(t_hidden, t_weight, t_bias), **kwargs)
+    config = LossConfig(alpha=0.2, temperature=1.5, ensemble="probs", chunk_size=3)
+    want = chunked_kd_loss(hidden, weight, bias, labels, logits, config, vocab_size=V)
+    got = chunked_kd_loss(hidden, weight, bias, labels, teacher_head_target(t_hidden, t_weight, t_bias), config, vocab_size=V)
     torch.testing.assert_close(got.loss, want.loss, **TOL)
 
 
@@ -155,8 +149,8 @@ def test_masked_positions_change_nothing():
     ignored = torch.zeros(B, T, dtype=torch.bool)  # positions whose next label is -100, and each last one
     ignored[:, :-1] = labels[:, 1:] == -100
     ignored[:, -1] = True
-    kwargs = dict(alpha=0.4, temperature=2.0, vocab_size=V)
-    base = blended_kd_loss(logits.clone().requires_grad_(), teachers, labels, **kwargs)
+    config = LossConfig(alpha=0.4, temperature=2.0, chunk_size=3)
+    base = blended_kd_loss(logits.clone().requires_grad_(), teachers, labels, config, vocab_size=V)
 
     noisy_logits = logits.clone()
     noisy_logits[ignored] = 50 * torch.randn(int(ignored.sum()), V + PAD_V)
@@ -164,14 +158,14 @@ def test_masked_positions_change_nothing():
     for z in noisy_teachers:
         z[ignored] = -30 * torch.rand(int(ignored.sum()), z.shape[-1])
     noisy_logits.requires_grad_()
-    noisy = blended_kd_loss(noisy_logits, noisy_teachers, labels, **kwargs)
+    noisy = blended_kd_loss(noisy_logits, noisy_teachers, labels, config, vocab_size=V)
     torch.testing.assert_close(noisy.loss, base.loss, **TOL)
     (grad,) = torch.autograd.grad(noisy.loss, noisy_logits)
     assert grad[ignored].abs().max() == 0
 
     noisy_hidden = hidden.clone()
     noisy_hidden[ignored] = 100.0
-    chunked = chunked_kd_loss(noisy_hidden.requires_grad_(), weight, bias, labels, noisy_teachers, chunk_size=3, **kwargs)
+    chunked = chunked_kd_loss(noisy_hidden.requires_grad_(), weight, bias, labels, noisy_teachers, config, vocab_size=V)
     torch.testing.assert_close(chunked.loss, base.loss, **TOL)
     (grad,) = torch.autograd.grad(chunked.loss, noisy_hidden)
     assert grad[ignored].abs().max() == 0
@@ -182,7 +176,7 @@ def test_kl_is_scaled_by_temperature_squared():
     logits = torch.randn(B, T, V)
     mask = labels[:, 1:] != -100
     for temperature in (1.0, 2.0, 4.0):
-        out = blended_kd_loss(logits, teachers, labels, alpha=0.0, temperature=temperature, vocab_size=V)
+        out = blended_kd_loss(logits, teachers, labels, LossConfig(alpha=0.0, temperature=temperature), vocab_size=V)
         p = F.softmax(sum(z[..., :V] for z in teachers)[:, :-1] / (2 * temperature), dim=-1)
         unscaled = F.kl_div(F.log_softmax(logits[:, :-1] / temperature, -1), p, reduction="none").sum(-1)[mask].mean()
         torch.testing.assert_close(out.kl, unscaled * temperature**2, **TOL)
@@ -195,10 +189,11 @@ def test_empty_mask_gives_zero_loss_and_zero_gradients(num_valid_tokens):
     labels = torch.full((B, T), -100)
     labels[:, 0] = 3  # first labels are never targets after the shift
     params = [hidden.requires_grad_(), weight.requires_grad_(), bias.requires_grad_()]
-    kwargs = dict(alpha=0.5, temperature=2.0, vocab_size=V, num_valid_tokens=num_valid_tokens)
+    config = LossConfig(alpha=0.5, temperature=2.0)
+    kwargs = dict(vocab_size=V, num_valid_tokens=num_valid_tokens)
     for out in (
-        blended_kd_loss(F.linear(hidden, weight, bias), teachers, labels, **kwargs),
-        chunked_kd_loss(hidden, weight, bias, labels, teachers, **kwargs),
+        blended_kd_loss(F.linear(hidden, weight, bias), teachers, labels, config, **kwargs),
+        chunked_kd_loss(hidden, weight, bias, labels, teachers, config, **kwargs),
     ):
         assert out.loss.item() == 0.0 and out.num_tokens == 0
         assert out.ce.item() == 0.0 and out.kl.item() == 0.0
@@ -217,12 +212,12 @@ def test_gradcheck_double():
     labels = torch.tensor([[1, 2, -100], [0, 4, 3]])
     sparse = SparseTarget.from_log_probs(ensemble_log_probs([z.reshape(-1, v) for z in teachers], 2.0), 2, 2.0)
     for divergence, target in [("forward_kl", teachers), ("jsd", teachers), ("reverse_kl", teachers), ("forward_kl", sparse)]:
-        kwargs = dict(alpha=0.3, temperature=2.0, divergence=divergence)
+        config = LossConfig(alpha=0.3, temperature=2.0, divergence=divergence, chunk_size=2)
         assert torch.autograd.gradcheck(
-            lambda s: blended_kd_loss(s, target, labels, **kwargs).loss, (F.linear(hidden, weight, bias).detach().requires_grad_(),)
+            lambda s: blended_kd_loss(s, target, labels, config).loss, (F.linear(hidden, weight, bias).detach().requires_grad_(),)
         )
         assert torch.autograd.gradcheck(
-            lambda x, w, c: chunked_kd_loss(x, w, c, labels, target, chunk_size=2, **kwargs).loss, (hidden, weight, bias)
+            lambda x, w, c: chunked_kd_loss(x, w, c, labels, target, config).loss, (hidden, weight, bias)
         )
 
 
@@ -249,11 +244,11 @@ def test_legacy_batchmean_equals_babyllama_formula():
     ) * (temperature**2)
     babyllama = alpha * outputs_student.loss + (1.0 - alpha) * loss_logits
 
-    ours = blended_kd_loss(outputs_student.logits, teachers, labels, alpha=alpha, temperature=temperature, kl_reduction="legacy_batchmean")
+    ours = blended_kd_loss(outputs_student.logits, teachers, labels, LossConfig(alpha=alpha, temperature=temperature, kl_reduction="legacy_batchmean"))
     torch.testing.assert_close(ours.loss, babyllama, **TOL)
     torch.testing.assert_close(ours.ce, outputs_student.loss, **TOL)
     # ours divides by tokens, theirs by rows: the legacy KL is ~seq_len times larger
-    token_mean = blended_kd_loss(outputs_student.logits, teachers, labels, alpha=alpha, temperature=temperature)
+    token_mean = blended_kd_loss(outputs_student.logits, teachers, labels, LossConfig(alpha=alpha, temperature=temperature))
     torch.testing.assert_close(token_mean.ce, outputs_student.loss, **TOL)
     assert ours.kl.item() > 3 * token_mean.kl.item()
 
@@ -264,16 +259,16 @@ def test_vocab_slicing_drops_padded_rows_instead_of_padding():
         weight[V:] = 0.0
         bias[V:] = 40.0  # huge logits on padded rows would dominate if they leaked in
     params = [hidden.requires_grad_(), weight.requires_grad_(), bias.requires_grad_()]
-    kwargs = dict(alpha=0.5, temperature=2.0)
-    sliced = blended_kd_loss(F.linear(hidden, weight[:V], bias[:V]), [z[..., :V] for z in teachers], labels, **kwargs)
-    padded = blended_kd_loss(F.linear(hidden, weight, bias), teachers, labels, vocab_size=V, **kwargs)
-    chunked = chunked_kd_loss(hidden, weight, bias, labels, teachers, vocab_size=V, chunk_size=4, **kwargs)
+    config = LossConfig(alpha=0.5, temperature=2.0, chunk_size=4)
+    sliced = blended_kd_loss(F.linear(hidden, weight[:V], bias[:V]), [z[..., :V] for z in teachers], labels, config)
+    padded = blended_kd_loss(F.linear(hidden, weight, bias), teachers, labels, config, vocab_size=V)
+    chunked = chunked_kd_loss(hidden, weight, bias, labels, teachers, config, vocab_size=V)
     torch.testing.assert_close(padded.loss, sliced.loss, **TOL)
     torch.testing.assert_close(chunked.loss, sliced.loss, **TOL)
     _, grad_w, grad_b = torch.autograd.grad(chunked.loss, params)
     assert grad_w[V:].abs().max() == 0 and grad_b[V:].abs().max() == 0
     with pytest.raises(ValueError, match="fewer than vocab_size"):
-        blended_kd_loss(F.linear(hidden, weight, bias), teachers, labels, vocab_size=V + PAD_V + 1, **kwargs)
+        blended_kd_loss(F.linear(hidden, weight, bias), teachers, labels, config, vocab_size=V + PAD_V + 1)
 
 
 @pytest.mark.parametrize("kl_reduction", KL_REDUCTIONS)
@@ -284,7 +279,7 @@ def test_one_batch_of_8_equals_two_accumulated_batches_of_4(kl_reduction):
     teachers = [torch.randn(8, T, V, generator=gen) for _ in range(2)]
     labels = torch.randint(0, V, (8, T), generator=gen)
     labels[:4, 2:] = -100  # the first half is mostly padding, so per-micro-batch means would differ
-    kwargs = dict(alpha=0.5, temperature=2.0, kl_reduction=kl_reduction)
+    config = LossConfig(alpha=0.5, temperature=2.0, kl_reduction=kl_reduction, chunk_size=5)
 
     def run(loss_fn, accumulate, global_count):
         weight.grad = None
@@ -302,8 +297,8 @@ def test_one_batch_of_8_equals_two_accumulated_batches_of_4(kl_reduction):
     n = count_valid_tokens(labels[:4]) + count_valid_tokens(labels[4:])
     assert n == count_valid_tokens(labels)
     fns = {
-        "plain": lambda part, count: blended_kd_loss(hidden[part] @ weight.T, [z[part] for z in teachers], labels[part], num_valid_tokens=count, **kwargs),
-        "chunked": lambda part, count: chunked_kd_loss(hidden[part], weight, None, labels[part], [z[part] for z in teachers], num_valid_tokens=count, chunk_size=5, **kwargs),
+        "plain": lambda part, count: blended_kd_loss(hidden[part] @ weight.T, [z[part] for z in teachers], labels[part], config, num_valid_tokens=count),
+        "chunked": lambda part, count: chunked_kd_loss(hidden[part], weight, None, labels[part], [z[part] for z in teachers], config, num_valid_tokens=count),
     }
     for fn in fns.values():
         loss8, grad8 = run(fn, False, None)
@@ -322,15 +317,15 @@ def test_sparse_target_with_all_tokens_equals_dense_and_top_k_bounds_it():
     params = [hidden.requires_grad_(), weight.requires_grad_(), bias.requires_grad_()]
     temperature = 2.0
     log_p = ensemble_log_probs([z[..., :V].reshape(-1, V) for z in teachers], temperature)  # (N, V)
-    kwargs = dict(alpha=0.0, temperature=temperature, vocab_size=V)
-    dense = chunked_kd_loss(hidden, weight, bias, labels, teachers, **kwargs)
-    full = chunked_kd_loss(hidden, weight, bias, labels, SparseTarget.from_log_probs(log_p, V, temperature), chunk_size=4, **kwargs)
+    config = LossConfig(alpha=0.0, temperature=temperature)
+    dense = chunked_kd_loss(hidden, weight, bias, labels, teachers, config, vocab_size=V)
+    full = chunked_kd_loss(hidden, weight, bias, labels, SparseTarget.from_log_probs(log_p, V, temperature), dataclasses.replace(config, chunk_size=4), vocab_size=V)
     torch.testing.assert_close(full.loss, dense.loss, **TOL)
     for got, want in zip(torch.autograd.grad(full.loss, params), torch.autograd.grad(dense.loss, params)):
         torch.testing.assert_close(got, want, **TOL)
     previous = 0.0
     for k in (1, 4, 8, V - 1):  # coarsening: a lower bound that rises towards the full KL
-        sparse = blended_kd_loss(F.linear(hidden, weight, bias), SparseTarget.from_log_probs(log_p, k, temperature), labels, **kwargs)
+        sparse = blended_kd_loss(F.linear(hidden, weight, bias), SparseTarget.from_log_probs(log_p, k, temperature), labels, config, vocab_size=V)
         assert previous - 1e-6 <= sparse.kl.item() <= dense.kl.item() + 1e-6
         previous = sparse.kl.item()
 
@@ -341,9 +336,9 @@ def test_sparse_gradient_on_top_k_logits_is_exact():
     teachers = [torch.randn(1, 4, V, generator=gen)]
     labels = torch.randint(0, V, (1, 4), generator=gen)
     target = SparseTarget.from_log_probs(ensemble_log_probs([teachers[0].reshape(-1, V)], 1.5), 5, 1.5)
-    kwargs = dict(alpha=0.0, temperature=1.5)
-    (g_dense,) = torch.autograd.grad(blended_kd_loss(logits, teachers, labels, **kwargs).loss, logits)
-    (g_sparse,) = torch.autograd.grad(blended_kd_loss(logits, target, labels, **kwargs).loss, logits)
+    config = LossConfig(alpha=0.0, temperature=1.5)
+    (g_dense,) = torch.autograd.grad(blended_kd_loss(logits, teachers, labels, config).loss, logits)
+    (g_sparse,) = torch.autograd.grad(blended_kd_loss(logits, target, labels, config).loss, logits)
     top = torch.zeros(4, V, dtype=torch.bool).scatter(1, target.indices, True)[:3]  # rows 0..2 have targets
     torch.testing.assert_close(g_sparse[0, :3][top], g_dense[0, :3][top], **TOL)
     assert not torch.allclose(g_sparse[0, :3][~top], g_dense[0, :3][~top])
@@ -354,13 +349,16 @@ def test_refuses_bad_options_and_a_target_at_another_temperature():
     logits = F.linear(hidden, weight, bias)
     target = SparseTarget.from_log_probs(ensemble_log_probs([z[..., :V].reshape(-1, V) for z in teachers], 2.0), 3, 2.0)
     with pytest.raises(ValueError, match="temperature 2.0"):
-        blended_kd_loss(logits, target, labels, alpha=0.5, temperature=1.0, vocab_size=V)
+        blended_kd_loss(logits, target, labels, LossConfig(alpha=0.5, temperature=1.0), vocab_size=V)
     with pytest.raises(ValueError, match="divergence"):
-        blended_kd_loss(logits, teachers, labels, alpha=0.5, temperature=1.0, divergence="kl")
+        LossConfig(alpha=0.5, temperature=1.0, divergence="kl")
     with pytest.raises(ValueError, match="alpha"):
-        chunked_kd_loss(hidden, weight, bias, labels, teachers, alpha=1.5, temperature=1.0)
+        LossConfig(alpha=1.5, temperature=1.0)
     with pytest.raises(ValueError, match="teacher weights"):
-        blended_kd_loss(logits, teachers, labels, alpha=0.5, temperature=1.0, weights=[1.0], vocab_size=V)
+        blended_kd_loss(logits, teachers, labels, LossConfig(alpha=0.5, temperature=1.0, teacher_weights=[1.0]), vocab_size=V)
+    with pytest.raises(ValueError, match="teacher weights"):
+        LossConfig(alpha=0.5, temperature=1.0, teacher_weights=[1.0, -1.0])
+    assert LossConfig(alpha=0.5, temperature=1.0).uses_teachers and not LossConfig(alpha=1.0, temperature=1.0).uses_teachers
 
 
 def test_ensemble_probs_is_stable_for_extreme_logits():
@@ -374,7 +372,7 @@ def test_ensemble_probs_is_stable_for_extreme_logits():
 
 def test_pinned_value():
     hidden, weight, bias, teachers, labels = make_case(seed=0)
-    out = chunked_kd_loss(hidden, weight, bias, labels, teachers, alpha=0.5, temperature=2.0, vocab_size=V)
+    out = chunked_kd_loss(hidden, weight, bias, labels, teachers, LossConfig(alpha=0.5, temperature=2.0), vocab_size=V)
     assert out.num_tokens == 11
     assert out.loss.item() == pytest.approx(PINNED_LOSS, abs=1e-5)
     assert out.ce.item() == pytest.approx(PINNED_CE, abs=1e-5)
@@ -410,9 +408,9 @@ def test_sparse_target_matches_bucket_reference(divergence):
         m = 0.5 * (p_b + q_b)
         per = 0.5 * F.kl_div(m.log(), p_b, reduction="none").sum(1) + 0.5 * F.kl_div(m.log(), q_b, reduction="none").sum(1)
     want = per.mean() * temperature**2
-    kwargs = dict(alpha=0.0, temperature=temperature, divergence=divergence, vocab_size=V)
-    plain = blended_kd_loss(logits, target, labels, **kwargs)
-    chunked = chunked_kd_loss(hidden, weight, bias, labels, target, chunk_size=3, **kwargs)
+    config = LossConfig(alpha=0.0, temperature=temperature, divergence=divergence, chunk_size=3)
+    plain = blended_kd_loss(logits, target, labels, config, vocab_size=V)
+    chunked = chunked_kd_loss(hidden, weight, bias, labels, target, config, vocab_size=V)
     torch.testing.assert_close(plain.kl, want, **TOL)
     torch.testing.assert_close(chunked.loss, want, **TOL)
     for got, ref in zip(torch.autograd.grad(chunked.loss, params), torch.autograd.grad(want, params)):

@@ -87,6 +87,7 @@ def assert_png(path: Path) -> None:
     assert data[-8:-4] == b"IEND", path
 
 
+@pytest.mark.slow
 def test_run_builds_every_stage_then_skips_them_all(tmp_path):
     from transformers import AutoTokenizer
 

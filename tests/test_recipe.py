@@ -7,7 +7,7 @@ import pytest
 
 from conftest import ASSETS, REPO, tiny_recipe_dict, write_recipe
 from distill.errors import DistillError
-from distill.recipe import Recipe, load_recipe, parse_count, recipe_from_dict
+from distill.recipe import Recipe, load_recipe, recipe_from_dict
 
 SHIPPED = sorted((REPO / "recipes").glob("**/*.yaml"))
 BAD = sorted((ASSETS / "recipes").glob("*.yaml"))
@@ -103,13 +103,6 @@ def test_override_errors_are_collected(tmp_path):
     assert "teachers[1].hidden_size: 1000 is not divisible by num_heads 16; pick a multiple of 16" in message
 
 
-@pytest.mark.parametrize(
-    "text, value", [("400_000", 400_000), ("500k", 500_000), ("10M", 10_000_000), ("1.5M", 1_500_000), ("7", 7), ("x", None), ("1.5", None)]
-)
-def test_parse_count(text, value):
-    assert parse_count(text) == value
-
-
 def test_yaml_underscore_integers_and_budget_strings(tmp_path):
     data = tiny_recipe_dict(tmp_path / "out")
     data["corpus"].update(train_words="38M", val_words="500k")
@@ -119,6 +112,15 @@ def test_yaml_underscore_integers_and_budget_strings(tmp_path):
     )
     corpus = load_recipe(path).corpus
     assert (corpus.train_words, corpus.val_words, corpus.test_words) == (38_000_000, 500_000, 400_000)
+
+
+def test_a_string_that_is_not_a_whole_count_is_the_wrong_type(tmp_path):
+    data = tiny_recipe_dict(tmp_path / "out")
+    data["corpus"].update(train_words="1.5", val_words="x")
+    with pytest.raises(DistillError) as err:
+        recipe_from_dict(data)
+    assert "corpus.train_words: expected an integer, got '1.5'" in str(err.value)
+    assert "corpus.val_words: expected an integer, got 'x'" in str(err.value)
 
 
 def test_output_dir_default_and_paths_relative_to_cwd(tmp_path, monkeypatch):

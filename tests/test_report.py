@@ -5,21 +5,12 @@ import json
 import math
 
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+from conftest import STUDENT_ROWS, TEACHER_ROWS
+from distill.report import curves, read_metrics, render_markdown, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-TEACHER_ROWS = [
-    {"step": 10, "epoch": 1, "split": "train", "loss": 6.0, "lr": 1e-3},
-    {"step": 20, "epoch": 1, "split": "train", "loss": 5.0, "lr": 1e-3},
-    {"step": 20, "epoch": 1, "split": "val", "loss": 5.3, "ppl": 200.3},
-]
-STUDENT_ROWS = [
-    {"step": 10, "epoch": 1, "split": "train", "loss": 4.0, "ce": 6.2, "kl": 1.8, "lr": 1e-3},
-    {"step": 20, "epoch": 1, "split": "train", "loss": 3.6, "ce": 5.5, "kl": 1.7, "lr": 1e-3},
-    {"step": 15, "epoch": 1, "split": "val", "loss": 5.8, "ppl": 330.0},
-    {"step": 20, "epoch": 1, "split": "val", "loss": 5.6, "ppl": 270.4},
-    {"step": 40, "epoch": 2, "split": "val", "loss": 5.2},
-]
 
 
 def sample_report() -> dict:
@@ -47,8 +38,6 @@ def sample_report() -> dict:
 
 
 def test_curves_per_metric():
-    from distill.report import curves
-
     data = curves({"llama": TEACHER_ROWS, "student": STUDENT_ROWS})
     assert data["train_loss"]["llama"] == ([10, 20], [6.0, 5.0])
     assert data["train_ce"]["llama"] == ([10, 20], [6.0, 5.0])  # a teacher's loss is its CE
@@ -60,10 +49,6 @@ def test_curves_per_metric():
 
 
 def test_write_report_files(tmp_path, monkeypatch):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    from distill.report import write_report
-
     calls = []
     original = FigureCanvasAgg.print_png
 
@@ -93,8 +78,6 @@ def test_write_report_files(tmp_path, monkeypatch):
 
 
 def test_stale_plot_removed_and_no_metrics_no_plots(tmp_path):
-    from distill.report import write_report
-
     out = tmp_path / "r"
     write_report(sample_report(), out, {"student": STUDENT_ROWS})
     assert (out / "plots" / "train_kl.png").is_file()
@@ -105,8 +88,6 @@ def test_stale_plot_removed_and_no_metrics_no_plots(tmp_path):
 
 
 def test_read_metrics_skips_a_half_written_line(tmp_path):
-    from distill.report import read_metrics
-
     (tmp_path / "metrics.jsonl").write_text(json.dumps(TEACHER_ROWS[0]) + "\n\n" + '{"step": 20, "ep')
     with pytest.warns(UserWarning, match=r"metrics\.jsonl:3: not valid JSON"):
         assert read_metrics(tmp_path) == [TEACHER_ROWS[0]]
@@ -114,8 +95,6 @@ def test_read_metrics_skips_a_half_written_line(tmp_path):
 
 
 def test_markdown_without_blimp_or_facts():
-    from distill.report import render_markdown
-
     report = sample_report()
     for model in report["models"].values():
         model["blimp"] = model["facts"] = None

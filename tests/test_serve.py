@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from distill.serve import find_model_dirs, main, make_server
+from distill.serve import main, make_server
+from distill.serve_models import find_model_dirs
 
 
 def build_model_dir(path: Path, tokenizer_dir: Path, *, name: str, role: str, seed: int = 0, val_ppl: float = 123.4) -> Path:
@@ -237,11 +238,38 @@ def test_recipe_target_serves_finished_folders(tmp_path, tiny_recipe, serve_mode
     assert main([str(tiny_recipe), "--port", "0"]) == 2
 
 
+def test_recipe_overrides_pick_the_output_dir(tmp_path, tiny_recipe, serve_model_dir):
+    other = tmp_path / "other"
+    shutil.copytree(serve_model_dir, other / "baseline")
+    assert find_model_dirs([tiny_recipe, f"output_dir={other}"]) == [other / "baseline"]
+    # An override follows the recipe it changes; options may stand between them.
+    server = start([tiny_recipe, f"output_dir={other}"])
+    try:
+        assert [m["id"] for m in requests.get(server.url + "api/models", timeout=10).json()] == ["student"]
+        assert server.defaults["max_new_tokens"] == 8  # the recipe's generate: section
+    finally:
+        stop(server)
+
+
+def test_invalid_recipe_is_refused_naming_the_key(tmp_path, tiny_recipe, capsys):
+    assert main([str(tiny_recipe), "student.alpha=2", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+    assert "student.alpha: 2.0 must be between 0 and 1" in err
+    assert main([str(tiny_recipe), "student.alpah=0.5"]) == 2
+    assert "did you mean 'alpha'?" in capsys.readouterr().err
+    assert main(["output_dir=x", str(tiny_recipe)]) == 2
+    assert "follows the recipe it changes" in capsys.readouterr().err
+
+
 def test_cli_refuses_bad_arguments(tmp_path, capsys):
     assert main([str(tmp_path / "missing")]) == 2
     assert "not found" in capsys.readouterr().err
     assert main([str(tmp_path), "--max-tokens", "0"]) == 2
     assert "--max-tokens" in capsys.readouterr().err
+    assert main([str(tmp_path), "--port", "eighty"]) == 2  # a usage error is one line too
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--port" in err
 
 
 def test_two_models_side_by_side(tmp_path, tiny_tokenizer_dir, serve_model_dir):
@@ -258,6 +286,7 @@ def test_two_models_side_by_side(tmp_path, tiny_tokenizer_dir, serve_model_dir):
         stop(server)
 
 
+@pytest.mark.slow
 def test_command_line_end_to_end(serve_model_dir):
     """python -m distill.serve MODEL_DIR --port 0: prints its URL, answers, stops cleanly on SIGTERM."""
     import os

@@ -12,6 +12,8 @@ import pytest
 
 from test_serve import build_model_dir, serve_model_dir, start, stop  # noqa: F401 - serve_model_dir is a fixture
 
+pytestmark = pytest.mark.slow  # a headless browser
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

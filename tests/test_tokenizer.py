@@ -6,16 +6,11 @@ import json
 import pytest
 
 from conftest import load_articles, write_split_file
+from distill.artifacts import TOKENIZER_STAMP as STAMP
+from distill.artifacts import file_sha256, tokenizer_sha256
+from distill.corpus.records import iter_records
 from distill.errors import DistillError
-from distill.tokenizer import (
-    STAMP,
-    file_sha256,
-    iter_records,
-    load_tokenizer,
-    main,
-    tokenizer_sha256,
-    train_tokenizer,
-)
+from distill.tokenizer import load_tokenizer, main, train_tokenizer
 
 
 def test_special_tokens_and_autotokenizer(tiny_tokenizer_dir):
@@ -86,11 +81,18 @@ def test_cli_trains_once_on_train_only(tiny_recipe, capsys):
     assert json.loads((folder / STAMP).read_text())["vocab_size"] == 300
 
 
-def test_cli_missing_split_exits_2(tiny_recipe, capsys):
+def test_cli_missing_split_builds_the_corpus_first(tiny_recipe, capsys):
+    from conftest import REPO
     from distill.recipe import load_recipe
 
     train = load_recipe(tiny_recipe).paths.split("train")
     train.unlink()
+    # The fixture's corpus.source holds no articles: a one-line error naming it, no tokenizer.
     assert main([str(tiny_recipe)]) == 2
     err = capsys.readouterr().err
-    assert str(train) in err and f"python -m distill.corpus all --recipe {tiny_recipe}" in err
+    assert "tests/assets/teacher: holds no .txt or .json article files" in err and len(err.strip().splitlines()) == 1
+    assert not load_recipe(tiny_recipe).paths.tokenizer.exists()
+    # A real source: the splits are built, then the tokenizer is trained on them.
+    source = f"corpus.source={REPO / 'corpora' / 'britannica-1911-sample'}"
+    assert main([str(tiny_recipe), source]) == 0
+    assert train.stat().st_size > 0 and "tokenizer trained" in capsys.readouterr().out

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from distill.checkpoints import latest_checkpoint
 from distill.data import collate_blocks
 from distill.models import build_model
 from distill.recipe import ModelConfig, TrainingConfig
-from distill.training import LossWindow, evaluate_loss, latest_checkpoint, train
+from distill.artifacts import ModelInfo
+from distill.training import LossWindow, evaluate_loss, train
 
 VOCAB, SEQ = 64, 16
 
@@ -44,7 +46,7 @@ def _train(tmp_path, name, batch_size, grad_accum, compute_loss=None):
     data = _dataset(24)
     metrics = train(
         model, train_dataset=data, eval_dataset=data[:8], training_cfg=cfg, out_dir=tmp_path / name,
-        collate_fn=_masked_collate, compute_loss=compute_loss, model_name=name,
+        collate_fn=_masked_collate, compute_loss=compute_loss, info=ModelInfo(name=name),
     )
     return model, metrics
 

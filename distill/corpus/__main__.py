@@ -7,17 +7,20 @@
     python -m distill.corpus clean --input data/combined.txt --out data/cleaned.txt
     python -m distill.corpus split --input data/cleaned.txt --out data/splits --train-words 10M --val-words 1M
     python -m distill.corpus all --source corpora/britannica-1911-sample --out OUT --train-words 400k --val-words 40k --test-words 40k
-    python -m distill.corpus all --recipe recipes/tiny.yaml
+    python -m distill.corpus all --recipe recipes/tiny.yaml output_dir=models/try
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
+from distill.cli import ArgumentParser
 from distill.corpus.combine import DEFAULT_SOURCE
 from distill.errors import DistillError, cli_entry
+from distill.recipe import Recipe, load_recipe
 
 
 def _int_arg(value: str) -> int:
@@ -34,7 +37,7 @@ def _path_arg(value: str) -> str:
     return value
 
 
-def _add_budget_args(parser: argparse.ArgumentParser, required: bool) -> None:
+def _add_budget_args(parser: ArgumentParser, required: bool) -> None:
     parser.add_argument("--train-words", required=required, help="train word budget: 10_000_000, 10M, 1.5M, 500k")
     parser.add_argument("--val-words", help="validation word budget (default 0)")
     parser.add_argument("--test-words", help="test word budget (default 0)")
@@ -44,8 +47,8 @@ def _add_budget_args(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--allow-short", action="store_true", help="when the corpus is smaller than the budgets, scale them down instead of failing")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m distill.corpus", description="Build the Britannica corpus: scrape, convert, combine, clean, split.")
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m distill.corpus", description="Build the Britannica corpus: scrape, convert, combine, clean, split.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{scrape,fetch-gutenberg,convert,combine,clean,split,all}")
 
     p = sub.add_parser("scrape", help="fetch 1911 Britannica articles from WikiSource (resumable)", description="Fetch 1911 Britannica articles through the MediaWiki API into one JSON per article; a rerun skips stored articles.")
@@ -95,29 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=_path_arg, required=True, help="folder for train.txt, val.txt, test.txt, manifest.json")
     _add_budget_args(p, required=True)
 
-    p = sub.add_parser("all", help="every offline stage: source -> splits", description="Run the offline stages the source needs (convert, combine, clean, split) and write the split folder.")
+    p = sub.add_parser("all", help="every offline stage: source -> splits", description="Run the offline stages the source needs (convert, combine, clean, split) and write the split folder. With --recipe the corpus: section gives the settings (checked as every command checks a recipe), key=value overrides change them and the flags win over both.")
     p.add_argument("--recipe", type=_path_arg, help="recipe YAML whose corpus: section gives source, budgets, seed, facts; output goes to {output_dir}/corpus")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="recipe overrides after --recipe, e.g. output_dir=models/try corpus.seed=1")
     p.add_argument("--source", type=_path_arg, help=f"folder of per-article .txt or scraped .json files (default {DEFAULT_SOURCE})")
     p.add_argument("--out", type=_path_arg, help="split folder (default with --recipe: {output_dir}/corpus)")
     _add_budget_args(p, required=False)
     return parser
-
-
-def _recipe_corpus(path: str) -> tuple[dict, Path]:
-    """The ``corpus:`` section of a recipe and its split folder, read with plain ``yaml.safe_load``."""
-    import yaml
-
-    recipe_path = Path(path)
-    if not recipe_path.is_file():
-        raise DistillError(f"{recipe_path}: recipe not found; give a path such as recipes/tiny.yaml")
-    try:
-        data = yaml.safe_load(recipe_path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise DistillError(f"{recipe_path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("corpus"), dict):
-        raise DistillError(f"{recipe_path}: has no corpus: section; add one with source, train_words, val_words, test_words")
-    output_dir = data.get("output_dir") or f"models/{data.get('name', recipe_path.stem)}"
-    return data["corpus"], Path(output_dir) / "corpus"
 
 
 def _print(summary: dict) -> None:
@@ -133,95 +120,140 @@ def _split_summary(manifest: dict, out: str | Path) -> dict:
     return summary
 
 
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, with ``all``'s ``key=value`` overrides taken wherever they stand."""
+    parser = build_parser()
+    # Subcommands rule out parse_intermixed_args: overrides after an option come back as extras.
+    args, extras = parser.parse_known_args(argv)
+    if extras and args.command == "all" and all("=" in extra and not extra.startswith("-") for extra in extras):
+        args.overrides += extras
+    elif extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
+def _scrape(args: argparse.Namespace) -> None:
+    from distill.corpus.scrape import scrape
+
+    stored = 0
+
+    def report(title: str, path: Path) -> None:
+        nonlocal stored
+        stored += 1
+        print(f"[{stored}] {title}", file=sys.stderr)
+
+    result = scrape(
+        args.out, base_url=args.base_url, limit=args.limit, volume=args.volume, concurrency=args.concurrency,
+        delay=args.delay, retries=args.retries, backoff=args.backoff, timeout=args.timeout,
+        batch_size=args.batch_size, contact=args.contact, progress=report,
+    )
+    _print(result.as_dict())
+
+
+def _fetch_gutenberg(args: argparse.Namespace) -> None:
+    from distill.corpus.gutenberg_fetch import fetch_gutenberg
+
+    def report_file(index: int, total: int, entry, status: str) -> None:
+        print(f"[{index}/{total}] {entry.file} {status}", file=sys.stderr)
+
+    summary = fetch_gutenberg(
+        args.out, base_url=args.base_url, from_dir=args.from_dir, volumes=args.volumes, limit=args.limit, contact=args.contact,
+        retries=args.retries, backoff=args.backoff, timeout=args.timeout, delay=args.delay, progress=report_file,
+    )
+    if summary["checksum_mismatch"]:
+        print(f"warning: {len(summary['checksum_mismatch'])} downloaded texts differ from the shipped sha256 (Project Gutenberg "
+              "regenerates headers; see the checksum column of MANIFEST.tsv): " + ", ".join(summary["checksum_mismatch"]), file=sys.stderr)
+    _print(summary)
+
+
+def _convert(args: argparse.Namespace) -> None:
+    from distill.corpus.convert import convert
+
+    _print(convert(args.source, args.out, args.format, min_words=args.min_words, max_words=args.max_words, max_bytes=args.max_bytes, keep_incomplete=args.keep_incomplete))
+
+
+def _combine(args: argparse.Namespace) -> None:
+    from distill.corpus.combine import combine
+
+    _print(combine(args.source, args.out))
+
+
+def _clean(args: argparse.Namespace) -> None:
+    from distill.corpus.clean import clean_file
+
+    _print(clean_file(args.input, args.out))
+
+
+def _split(args: argparse.Namespace) -> None:
+    from distill.corpus.records import read_split
+    from distill.corpus.split import SPLITS, write_splits
+    from distill.counts import parse_count
+
+    budgets = {name: parse_count(getattr(args, f"{name}_words") or 0, f"--{name}-words") for name in SPLITS}
+    texts = read_split(args.input)
+    manifest = write_splits(
+        texts, args.out, budgets=budgets, seed=args.seed or 0, source=str(args.input),
+        facts=args.facts, fact_repeats=args.fact_repeats or 0, allow_short=args.allow_short,
+    )
+    _print(_split_summary(manifest, args.out))
+
+
+def _all(args: argparse.Namespace) -> None:
+    if args.recipe:
+        from distill.corpus.build import run
+
+        run(_with_flags(load_recipe(args.recipe, args.overrides), args), out=args.out, allow_short=args.allow_short)
+        return
+    from distill.corpus.build import build_splits
+
+    if args.overrides:
+        raise DistillError(f"{' '.join(args.overrides)}: key=value overrides change a recipe; give it with --recipe RECIPE.yaml")
+    if args.out is None:
+        raise DistillError("--out is required without --recipe; give the split folder, e.g. --out models/my-run/corpus")
+    if args.train_words is None:
+        raise DistillError("--train-words is required without --recipe; give a budget such as 400k or 10M")
+
+    def pick(name: str, default):
+        """The command-line value, else the default."""
+        value = getattr(args, name)
+        return default if value is None else value
+
+    manifest = build_splits(
+        args.source or DEFAULT_SOURCE, args.out, train_words=args.train_words, val_words=pick("val_words", 0),
+        test_words=pick("test_words", 0), seed=pick("seed", 0), facts=pick("facts", None),
+        fact_repeats=pick("fact_repeats", 0), allow_short=args.allow_short,
+    )
+    _print(_split_summary(manifest, args.out))
+
+
+def _with_flags(recipe: Recipe, args: argparse.Namespace) -> Recipe:
+    """The recipe with its ``corpus:`` values replaced by the flags given on the command line."""
+    from distill.counts import parse_count
+
+    changes: dict = {}
+    for name in ("source", "facts"):
+        if getattr(args, name) is not None:
+            changes[name] = (Path.cwd() / Path(getattr(args, name)).expanduser()).resolve()
+    for name in ("train_words", "val_words", "test_words"):
+        if getattr(args, name) is not None:
+            changes[name] = parse_count(getattr(args, name), f"--{name.replace('_', '-')}")
+    for name in ("seed", "fact_repeats"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    recipe.corpus = dataclasses.replace(recipe.corpus, **changes)
+    return recipe
+
+
+_COMMANDS = {
+    "scrape": _scrape, "fetch-gutenberg": _fetch_gutenberg, "convert": _convert, "combine": _combine,
+    "clean": _clean, "split": _split, "all": _all,
+}
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
-    if args.command == "scrape":
-        from distill.corpus.scrape import scrape
-
-        stored = 0
-
-        def report(title: str, path: Path) -> None:
-            nonlocal stored
-            stored += 1
-            print(f"[{stored}] {title}", file=sys.stderr)
-
-        result = scrape(
-            args.out, base_url=args.base_url, limit=args.limit, volume=args.volume, concurrency=args.concurrency,
-            delay=args.delay, retries=args.retries, backoff=args.backoff, timeout=args.timeout,
-            batch_size=args.batch_size, contact=args.contact, progress=report,
-        )
-        _print(result.as_dict())
-    elif args.command == "fetch-gutenberg":
-        from distill.corpus.gutenberg_fetch import fetch_gutenberg
-
-        def report_file(index: int, total: int, entry, status: str) -> None:
-            print(f"[{index}/{total}] {entry.file} {status}", file=sys.stderr)
-
-        summary = fetch_gutenberg(
-            args.out, base_url=args.base_url, from_dir=args.from_dir, volumes=args.volumes, limit=args.limit, contact=args.contact,
-            retries=args.retries, backoff=args.backoff, timeout=args.timeout, delay=args.delay, progress=report_file,
-        )
-        if summary["checksum_mismatch"]:
-            print(f"warning: {len(summary['checksum_mismatch'])} downloaded texts differ from the shipped sha256 (Project Gutenberg "
-                  "regenerates headers; see the checksum column of MANIFEST.tsv): " + ", ".join(summary["checksum_mismatch"]), file=sys.stderr)
-        _print(summary)
-    elif args.command == "convert":
-        from distill.corpus.convert import convert
-
-        _print(convert(args.source, args.out, args.format, min_words=args.min_words, max_words=args.max_words, max_bytes=args.max_bytes, keep_incomplete=args.keep_incomplete))
-    elif args.command == "combine":
-        from distill.corpus.combine import combine
-
-        _print(combine(args.source, args.out))
-    elif args.command == "clean":
-        from distill.corpus.clean import clean_file
-
-        _print(clean_file(args.input, args.out))
-    elif args.command == "split":
-        from distill.corpus.records import read_split
-        from distill.corpus.split import SPLITS, parse_word_budget, write_splits
-
-        budgets = {name: parse_word_budget(getattr(args, f"{name}_words") or 0, f"--{name}-words") for name in SPLITS}
-        texts = read_split(args.input)
-        manifest = write_splits(
-            texts, args.out, budgets=budgets, seed=args.seed or 0, source=str(args.input),
-            facts=args.facts, fact_repeats=args.fact_repeats or 0, allow_short=args.allow_short,
-        )
-        _print(_split_summary(manifest, args.out))
-    else:  # all
-        from distill.corpus.build import build_splits
-
-        corpus, out = ({}, None)
-        if args.recipe:
-            corpus, out = _recipe_corpus(args.recipe)
-        out = args.out or out
-        if out is None:
-            raise DistillError("--out is required without --recipe; give the split folder, e.g. --out models/my-run/corpus")
-        train = args.train_words if args.train_words is not None else corpus.get("train_words")
-        if train is None:
-            raise DistillError("--train-words is required without --recipe; give a budget such as 400k or 10M")
-
-        def pick(name: str, default):
-            """The command-line value, else the recipe's, else the default."""
-            value = getattr(args, name)
-            if value is None:
-                value = corpus.get(name)
-            return default if value is None else value
-
-        manifest = build_splits(
-            args.source or corpus.get("source") or DEFAULT_SOURCE,
-            out,
-            train_words=train,
-            val_words=pick("val_words", 0),
-            test_words=pick("test_words", 0),
-            seed=pick("seed", 0),
-            facts=pick("facts", None),
-            fact_repeats=pick("fact_repeats", 0),
-            allow_short=args.allow_short,
-        )
-        _print(_split_summary(manifest, out))
+    args = parse_args(argv)
+    _COMMANDS[args.command](args)
     return 0
 
 

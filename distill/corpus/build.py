@@ -1,13 +1,22 @@
-"""The offline stages in one call: source -> (convert) -> combine -> clean -> split."""
+"""The offline stages in one call: source -> (convert) -> combine -> clean -> split.
+
+:func:`build_splits` is the library call (a source folder and budgets); :func:`run` is the corpus
+stage of a recipe, what ``python -m distill.corpus all --recipe`` and the pipeline call.
+"""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from distill.corpus.clean import clean_records
 from distill.corpus.combine import read_text_articles
 from distill.corpus.records import iter_records, strip_markers
-from distill.corpus.split import SPLITS, parse_word_budget, write_splits
+from distill.corpus.split import SPLITS, write_splits
+from distill.counts import parse_count
 from distill.errors import DistillError
+
+if TYPE_CHECKING:
+    from distill.recipe import Recipe
 
 
 def load_source_texts(source: str | Path) -> list[str]:
@@ -33,7 +42,7 @@ def load_source_texts(source: str | Path) -> list[str]:
             "or point --source (corpus.source in a recipe) at an existing folder such as corpora/britannica-1911-sample "
             "(relative paths start at the working directory: run from the repository root)"
         )
-    from distill.corpus.gutenberg import gutenberg_files, is_gutenberg_file
+    from distill.corpus.gutenberg_slices import gutenberg_files, is_gutenberg_file
 
     slices = any(is_gutenberg_file(path) for path in gutenberg_files(source))
     if any(source.glob("*.txt")) and not slices:
@@ -64,7 +73,7 @@ def build_splits(
     arguments give byte-identical files.
     """
     budgets = {
-        name: parse_word_budget(value, f"--{name}-words")
+        name: parse_count(value, f"--{name}-words")
         for name, value in zip(SPLITS, (train_words, val_words, test_words))
     }
     if facts is not None and not Path(facts).is_file():
@@ -82,4 +91,38 @@ def build_splits(
     )
 
 
-__all__ = ["build_splits", "load_source_texts"]
+def run(recipe: Recipe, *, force: bool = False, resume: bool = False, out: str | Path | None = None,
+        allow_short: bool = False) -> dict:
+    """The recipe's corpus stage: ``corpus.source`` split under the ``corpus.*`` budgets, seed and
+    facts into ``{output_dir}/corpus`` (or ``out``); prints a one-line summary, returns the manifest.
+
+    The splits are always built whole: the build is deterministic and leaves no checkpoint, so
+    ``force`` and ``resume`` are taken only to match the other stages' ``run``.
+    """
+    corpus = recipe.corpus
+    out = Path(out) if out is not None else recipe.paths.corpus
+    try:
+        # Paths as the recipe wrote them, relative to the working directory, in messages and the manifest.
+        manifest = build_splits(
+            _shown(corpus.source), out, train_words=corpus.train_words, val_words=corpus.val_words,
+            test_words=corpus.test_words, seed=corpus.seed, facts=_shown(corpus.facts) if corpus.facts else None,
+            fact_repeats=corpus.fact_repeats, allow_short=allow_short,
+        )
+    except DistillError as err:
+        # The budget error suggests a flag of the corpus command; here the recipe holds the budgets.
+        message = str(err).replace("or pass --allow-short to scale them down", "(corpus.train_words, corpus.val_words, corpus.test_words)")
+        raise DistillError(message) from None
+    parts = [f"{name} {manifest[name]['words']:,} words ({manifest[name]['articles']} articles)" for name in SPLITS]
+    print(f"corpus: {', '.join(parts)} -> {out}")
+    return manifest
+
+
+def _shown(path: str | Path) -> str:
+    """``path`` relative to the working directory when it is under it, else as it is."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+__all__ = ["build_splits", "load_source_texts", "run"]

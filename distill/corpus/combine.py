@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from distill.atomic import atomic_write
-from distill.corpus.records import format_record, strip_markers
+from distill.corpus.records import count_words, format_record, strip_markers
 from distill.errors import DistillError
 
 DEFAULT_SOURCE = "corpora/britannica-1911-sample"  # the shipped sample, relative to the repository root
@@ -37,4 +37,4 @@ def combine(source: str | Path, output: str | Path) -> dict:
     with atomic_write(output) as handle:
         for text in texts:
             handle.write(format_record(text))
-    return {"articles": len(texts), "words": sum(len(text.split()) for text in texts)}
+    return {"articles": len(texts), "words": sum(count_words(text) for text in texts)}

@@ -28,10 +28,12 @@ from pathlib import Path
 from typing import Iterable
 
 from distill.atomic import atomic_write_text
-from distill.corpus import gutenberg
+from distill.corpus import gutenberg, gutenberg_slices
 from distill.corpus.htmltext import eb1810_html_to_text, rendered_html_to_text
 from distill.corpus.naming import display_title, match_key, safe_filename
-from distill.corpus.wikitext import ConvertStats, assemble_article, wikitext_to_text
+from distill.corpus.wikitext import wikitext_to_text
+from distill.corpus.wikitext_pages import assemble_article
+from distill.corpus.wikitext_stats import ConvertStats
 from distill.errors import DistillError
 
 FORMATS = ("auto", "wikisource", "eb1810", "gutenberg")
@@ -155,12 +157,12 @@ def _source_files(source: Path, fmt: str) -> list[tuple[Path, str]]:
     if source.is_file():
         files = [source]
     else:
-        files = sorted(source.glob("*.json")) + gutenberg.gutenberg_files(source)
+        files = sorted(source.glob("*.json")) + gutenberg_slices.gutenberg_files(source)
     out = []
     for path in files:
         if path.suffix == ".json":
             kind = fmt if fmt != "auto" else "json"
-        elif fmt in ("auto", "gutenberg") and gutenberg.is_gutenberg_file(path):
+        elif fmt in ("auto", "gutenberg") and gutenberg_slices.is_gutenberg_file(path):
             kind = "gutenberg"
         elif fmt == "gutenberg":
             raise DistillError(f"{path}: not a Project Gutenberg text (no '*** START OF' line); remove it from {source} or drop --format gutenberg")
@@ -185,7 +187,7 @@ def _load_json(path: Path) -> object:
 def _gutenberg_articles(paths: list[Path], report: ConvertReport, min_words: int) -> list[Article]:
     """Every article of the given slices, continued articles joined, in reading order."""
     found: list[gutenberg.GutenbergArticle] = []
-    for path in sorted(paths, key=gutenberg.slice_order):
+    for path in sorted(paths, key=gutenberg_slices.slice_order):
         slice_report = gutenberg.convert_slice(path)
         report.slices.append(slice_report.summary())
         found.extend(slice_report.articles)

@@ -40,23 +40,21 @@ What :func:`convert_slice` makes of that, one documented way each:
   are figures, not prose);
 * the contributor's initials at an article's end (``(K. S.)``) are removed, as the WikiSource
   path drops ``{{EB1911 footer initials}}``.
+
+Reading the slice files (encodings, boilerplate, order) is :mod:`~distill.corpus.gutenberg_slices`;
+the inline markup (codes, brackets, footnotes, italics) is :mod:`~distill.corpus.gutenberg_markup`;
+this module cuts a slice into articles.
 """
 from __future__ import annotations
 
 import collections
-import gzip
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
+from distill.corpus.gutenberg_markup import codes_to_letters, drop_notes, inline_markup, split_footnotes
+from distill.corpus.gutenberg_slices import read_gutenberg_file, strip_boilerplate
 from distill.corpus.naming import match_key
-from distill.errors import DistillError
-
-_START = re.compile(r"^\*\*\* ?START OF (THIS|THE) PROJECT GUTENBERG.*$", re.MULTILINE)
-_END = re.compile(r"^\*\*\* ?END OF (THIS|THE) PROJECT GUTENBERG.*$", re.MULTILINE)
-_END_LINE = re.compile(r"^End of (the )?Project Gutenberg", re.IGNORECASE | re.MULTILINE)
 
 _UP = "A-ZÀ-ÖØ-ÞĀ-ŽŒḀ-ỿ"  # capital letters a headword is written in
 # An uppercase headword at the start of a paragraph, then "," or " (": "CAPE MAY, a city",
@@ -71,42 +69,10 @@ _BACK_MATTER = re.compile(r"^\s*(?:Corrections made to (?:the )?printed original
 _NOT_A_HEADWORD = {"AUTHORITIES", "AUTHORITY", "BIBLIOGRAPHY", "REFERENCES", "LITERATURE", "FIG", "FIGS", "TABLE", "RULE", "NOTE", "NOTES", "PLATE", "SOURCES", "WORKS"}
 _PAGE_MARKER = re.compile(r"\[v\.\s?\d+\s+p\.\s?\d+\]")
 _SEPARATOR_BLOCK = re.compile(r"^(?:\s*(?:\[v\.\s?\d+\s+p\.\s?\d+\]|(?:\*\s+){2,}\*)\s*)+$")
-_FOOTNOTES_HEADING = re.compile(r"^\s*FOOTNOTES?:\s*$", re.MULTILINE)
-_FOOTNOTE_ENTRY = re.compile(r"^\s*\[(\d{1,3}|[a-z]|\*)\]\s+", re.MULTILINE)
-_FOOTNOTE_REF = re.compile(r"\[\d{1,3}\]")
 _TABLE_BORDER = re.compile(r"\+[-=]{2,}|[-=]{2,}\+")
 _TABLE_ROW = re.compile(r"^\s*\||\|\s*$|\|[^|\n]*\|")
 _INITIALS = re.compile(r"(?:^|\s{2,}|\n)\s*\(\s*(?:[A-Z][A-Za-z]{0,3}\.\s*){1,5}(?:[;,]\s*(?:and\s+)?(?:[A-Z][A-Za-z]{0,3}\.\s*){1,5})*\*?\s*\)\s*$")
-_ITALIC = re.compile(r"(?<![\w}\\])_(?=[^\s_{])((?:[^_\n]|\n(?!\n)){1,400}?)(?<=[^\s_])_(?![\w{])")
 _SPACES = re.compile(r"[ \t]+")
-_STRAY_UNDERSCORE = re.compile(r"(?<![\w}])_+(?!\{)|(?<=\w)_+(?=[\s,.;:)!?]|$)")
-
-_GREEK = {
-    "alpha": "α", "beta": "β", "gamma": "γ", "delta": "δ", "epsilon": "ε", "zeta": "ζ", "eta": "η", "theta": "θ",
-    "iota": "ι", "kappa": "κ", "lambda": "λ", "mu": "μ", "nu": "ν", "xi": "ξ", "omicron": "ο", "pi": "π", "rho": "ρ",
-    "sigma": "σ", "tau": "τ", "upsilon": "υ", "phi": "φ", "chi": "χ", "psi": "ψ", "omega": "ω",
-    "varpi": "ϖ", "digamma": "ϝ", "stigma": "ϛ", "koppa": "ϟ", "vartheta": "ϑ", "varphi": "ϕ",
-}
-_SYMBOLS = {
-    "root": "√", "sqrt": "√", "oo": "∞", "infinity": "∞", "int": "∫", "integral": "∫", "Integral": "∫",
-    "nabla": "∇", "Nabla": "∇", "dP": "∂", "Pd": "∂", "flat": "♭", "sharp": "♯", "natural": "♮", "equiv": "≡",
-    "equivalent": "≡", ">=": "≥", "<=": "≤", "=<": "≤", "/=": "≠", "+-": "±", "dagger": "†", "+": "†", "mars": "♂",
-    "venus": "♀", "male": "♂", "female": "♀", "schwa": "ə", "gh": "ȝ", "Gh": "Ȝ", "GH": "Ȝ", "f": "f", "Sum": "∑",
-    "sum": "∑", "×": "×", "oe": "œ", "OE": "Œ", "dr.": "ʒ", "oz.": "℥", "Rx.": "℞",
-}
-for _name, _letter in list(_GREEK.items()):
-    _SYMBOLS[_name] = _letter
-    _SYMBOLS[_name.capitalize()] = _letter.upper() if _name not in ("varpi", "vartheta", "varphi") else _letter
-    _SYMBOLS[_name.upper()] = _SYMBOLS[_name.capitalize()]
-_SYMBOL_CODE = re.compile(r"\[(" + "|".join(re.escape(k) for k in sorted(_SYMBOLS, key=len, reverse=True)) + r")\]")
-_ACCENTED_SYMBOL = re.compile(r"\[([=\-).:~'`^v|,])(" + "|".join(re.escape(k) for k in sorted(_GREEK, key=len, reverse=True)) + r")\]", re.IGNORECASE)
-# Accent codes: a mark before (``[=a]``, ``[)u]``, ``[.x]``) or a dot after (``[h.]``) one letter.
-_ACCENT_BEFORE = {"=": "\u0304", "-": "\u0304", ")": "\u0306", ".": "\u0307", ":": "\u0308", "~": "\u0303", "'": "\u0301", "`": "\u0300", "^": "\u0302", "v": "\u030c", "|": "\u030d", ",": "\u0327"}
-_ACCENT_CODE = re.compile(r"\[([=\-).:~'`^v|,])([^\W\d_])\]|\[([^\W\d_])\.\]")
-_TRANSLITERATION = re.compile(r"\[(?:Greek|greek|Hebrew|Coptic|Arabic|Aramaic|Notation|Symbols?|symbol):\s*", re.UNICODE)
-# "[Illus" also catches PG's misspellings ("[Illustation", "[Illusration").
-_DROP_OPENER = re.compile(r"\[Illus|\[ILLUS|\[Sidenote|\[Map:|\[\*\*|\[Note regarding")
-_FOOTNOTE_OPENER = re.compile(r"\[Footnote\s*[\w*]{0,4}\s*:\s*")
 
 
 @dataclass
@@ -141,38 +107,6 @@ class SliceReport:
             "missing": self.missing,
             "tables_removed": self.tables,
         }
-
-
-def read_gutenberg_file(path: str | Path) -> str:
-    """The text of a ``.txt`` or ``.txt.gz`` file: UTF-8 (with or without BOM), else Latin-1; LF line ends."""
-    path = Path(path)
-    try:
-        data = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
-    except (OSError, EOFError) as err:
-        raise DistillError(f"{path}: cannot be read ({err}); download it again (python -m distill.corpus fetch-gutenberg)") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = data.decode("latin-1")
-    return text.replace("\r\n", "\n").replace("\r", "\n")
-
-
-def is_gutenberg_text(text: str) -> bool:
-    """True when ``text`` carries Project Gutenberg's START line in its first 20k characters."""
-    return _START.search(text[:20000]) is not None
-
-
-def strip_boilerplate(text: str, source: str = "") -> str:
-    """The text between Project Gutenberg's START and END lines (licence, header and footer go)."""
-    start = _START.search(text)
-    if start is None:
-        raise DistillError(f"{source}: no '*** START OF THE PROJECT GUTENBERG EBOOK' line; is this a Project Gutenberg text file? (--format gutenberg)")
-    end = _END.search(text, start.end())
-    body = text[start.end(): end.start() if end else len(text)]
-    tail = _END_LINE.search(body)
-    if tail:
-        body = body[: tail.start()]
-    return body
 
 
 def headword_key(headword: str) -> str:
@@ -231,79 +165,6 @@ def _blocks(text: str) -> list[tuple[int, str]]:
     return out
 
 
-def _span_end(text: str, start: int, limit: int) -> tuple[int, bool]:
-    """Where the bracket opened just before ``start`` closes (nested brackets counted): the index
-    after its ``]`` and True, or ``limit`` and False when it is still open there."""
-    depth = 1
-    for i in range(start, limit):
-        if text[i] == "[":
-            depth += 1
-        elif text[i] == "]":
-            depth -= 1
-            if depth == 0:
-                return i + 1, True
-    return limit, False
-
-
-def _rewrite_bracketed(text: str, opener: re.Pattern, rewrite: Callable[[str], str], limit: Callable[[re.Match], int]) -> str:
-    """Each ``[Opener ...]`` span (which may nest and span lines) replaced by ``rewrite(content)``;
-    a span left open ends at ``limit(match)``."""
-    out = []
-    position = 0
-    for match in opener.finditer(text):
-        if match.start() < position:
-            continue
-        end, closed = _span_end(text, match.end(), limit(match))
-        out.append(text[position: match.start()])
-        out.append(rewrite(text[match.end(): end - 1 if closed else end]))
-        position = end
-    out.append(text[position:])
-    return "".join(out)
-
-
-def _paragraph_end(text: str, start: int) -> int:
-    end = text.find("\n\n", start)
-    return len(text) if end < 0 else end
-
-
-def _drop_notes(text: str) -> str:
-    """Remove illustration captions, sidenotes and proofreader notes; an unclosed one never eats
-    more than its paragraph once it is 2,000 characters long."""
-    return _rewrite_bracketed(text, _DROP_OPENER, lambda content: "", lambda m: _paragraph_end(text, m.start() + 2001))
-
-
-def _unwrap_transliterations(text: str) -> str:
-    """``[Greek: logos]`` -> ``logos`` (balanced: the content may hold ``[=a]`` codes). An opener
-    whose ``]`` is missing ends at the next opener or paragraph end, so it hides nothing after it."""
-
-    def limit(match: re.Match) -> int:
-        following = _TRANSLITERATION.search(text, match.end())
-        return min(following.start() if following else len(text), _paragraph_end(text, match.end()))
-
-    return _rewrite_bracketed(text, _TRANSLITERATION, lambda content: content, limit)
-
-
-def _accent(match: re.Match) -> str:
-    if match.group(3):
-        return unicodedata.normalize("NFC", match.group(3) + "\u0323")
-    return unicodedata.normalize("NFC", match.group(2) + _ACCENT_BEFORE[match.group(1)])
-
-
-def _codes(text: str) -> str:
-    """Symbol and accent codes to letters: ``[alpha]`` -> α, ``[=a]`` -> ā, ``[=omega]`` -> ω̄."""
-    text = _ACCENTED_SYMBOL.sub(lambda m: unicodedata.normalize("NFC", _SYMBOLS[m.group(2)] + _ACCENT_BEFORE[m.group(1)]), text)
-    return _ACCENT_CODE.sub(_accent, _SYMBOL_CODE.sub(lambda m: _SYMBOLS[m.group(1)], text))
-
-
-def inline_markup(text: str) -> str:
-    """Italics, footnote marks, symbol and accent codes and transliteration brackets of a paragraph."""
-    text = _codes(_unwrap_transliterations(text))
-    text = _FOOTNOTE_REF.sub("", text)
-    text = _ITALIC.sub(lambda m: m.group(1), text)
-    # What is left is a source typo ("_Grès des Vosges, _or"): an underscore at a word's edge.
-    return _STRAY_UNDERSCORE.sub("", text)
-
-
 def _is_display(lines: list[str]) -> bool:
     """Column-aligned blocks (formulae, verse, lists) keep their line breaks."""
     if len(lines) < 2:
@@ -348,45 +209,12 @@ def _remove_tables(block: str) -> tuple[str, int]:
     return "\n".join(keep), tables
 
 
-def _split_footnotes(text: str) -> tuple[str, list[str]]:
-    """The article text without its footnotes, and the footnote texts in order.
-
-    Newer slices put a ``FOOTNOTES:`` block after the article with ``[1] text`` entries; older
-    ones put ``[Footnote 1: text]`` blocks after the paragraph that cites them.
-    """
-    notes: list[str] = []
-    if _FOOTNOTES_HEADING.search(text):
-        # After a heading, footnote entries ("  [1] text", indented continuations) run until a
-        # paragraph that is neither: the article goes on (two articles may share a heading).
-        body: list[str] = []
-        in_notes = False
-        for block in re.split(r"\n[ \t]*\n", text):
-            if _FOOTNOTES_HEADING.fullmatch(block.strip("\n")):
-                in_notes = True
-                continue
-            entry = _FOOTNOTE_ENTRY.match(block)
-            if in_notes and entry:
-                notes.append(block[entry.end():])
-            elif in_notes and notes and block[:1].isspace():
-                notes[-1] += "\n" + block
-            else:
-                in_notes = False
-                body.append(block)
-        text = "\n\n".join(body)
-
-    def take(content: str) -> str:
-        notes.append(content)
-        return ""
-
-    return _rewrite_bracketed(text, _FOOTNOTE_OPENER, take, lambda m: len(text)), notes
-
-
 def article_text(raw: str) -> tuple[str, int]:
     """One article's raw slice text (headword paragraph first) to plain text; returns (text, tables)."""
     raw = _PAGE_MARKER.sub("", raw)
     raw = _CONTINUED_IN.sub("", raw)
-    raw = _drop_notes(raw)
-    raw, notes = _split_footnotes(raw)
+    raw = drop_notes(raw)
+    raw, notes = split_footnotes(raw)
     paragraphs = []
     tables = 0
     for _, block in _blocks(raw):
@@ -494,7 +322,7 @@ def convert_slice(path: str | Path, text: str | None = None) -> SliceReport:
     listed = collections.Counter(headword_key(e) for e in listed_entries if headword_key(e))
     report.listed = sum(listed.values())
     # Codes become letters first, so that a headword such as BUKH[=A]R[=I] is read whole.
-    blocks = [(blank, _codes(_PAGE_MARKER.sub("", block).lstrip())) for blank, block in _blocks(body)]
+    blocks = [(blank, codes_to_letters(_PAGE_MARKER.sub("", block).lstrip())) for blank, block in _blocks(body)]
     start = len(_blocks(body[:list_end])) if list_end else _front_matter_end(blocks)
     # A list of corrections may follow the last article.
     end_of_articles = next((i for i in range(start, len(blocks)) if _BACK_MATTER.match(blocks[i][1])), len(blocks))
@@ -566,52 +394,12 @@ def join_continued(articles: list[GutenbergArticle]) -> list[GutenbergArticle]:
     return out
 
 
-_SLICE_ORDER = re.compile(r"volume-(\d+)-(slice|part|appendix)-?(\d*)")
-
-
-def slice_order(path: Path) -> tuple:
-    """Files in reading order: volume, then slices and parts by number (appendices last)."""
-    match = _SLICE_ORDER.search(path.name)
-    if not match:
-        return (10**6, path.name)
-    kind = {"slice": 0, "part": 1, "appendix": 2}[match.group(2)]
-    return (int(match.group(1)), kind, int(match.group(3) or 0), path.name)
-
-
-def gutenberg_files(source: Path) -> list[Path]:
-    """Every ``.txt``/``.txt.gz`` under ``source`` (recursively), in reading order."""
-    if source.is_file():
-        return [source]
-    files = [p for p in source.rglob("*") if p.is_file() and (p.name.endswith(".txt") or p.name.endswith(".txt.gz"))]
-    return sorted(files, key=slice_order)
-
-
-def is_gutenberg_file(path: Path) -> bool:
-    """True when ``path`` is a Project Gutenberg text file (``.txt`` or ``.txt.gz``). A file that
-    cannot be read is an error, not a "no": a damaged download must not be skipped unseen."""
-    try:
-        if path.name.endswith(".gz"):
-            with gzip.open(path, "rb") as handle:
-                head = handle.read(20000)
-        else:
-            with open(path, "rb") as handle:
-                head = handle.read(20000)
-    except (OSError, EOFError) as err:
-        raise DistillError(f"{path}: cannot be read ({err}); download it again (python -m distill.corpus fetch-gutenberg) or remove it") from None
-    return is_gutenberg_text(head.decode("latin-1"))
-
-
 __all__ = [
     "GutenbergArticle",
     "SliceReport",
     "article_text",
     "convert_slice",
-    "gutenberg_files",
     "headword_key",
-    "inline_markup",
-    "is_gutenberg_file",
     "join_continued",
     "parse_article_list",
-    "read_gutenberg_file",
-    "strip_boilerplate",
 ]

@@ -38,7 +38,7 @@ import hashlib
 import io
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 from urllib.parse import urlsplit
@@ -47,6 +47,7 @@ import requests
 
 from distill.atomic import atomic_write_bytes, atomic_write_text
 from distill.corpus.mediawiki import MAX_WAIT_S, RETRY_STATUS, retry_after_seconds, user_agent
+from distill.corpus.records import count_words
 from distill.errors import DistillError
 
 CATALOG = Path(__file__).with_name("eb1911_gutenberg.tsv")
@@ -121,7 +122,7 @@ def body_words(text: str) -> int:
     lines = text.splitlines()
     start = next((i + 1 for i, line in enumerate(lines) if line.startswith("*** START OF")), 0)
     end = next((i for i, line in enumerate(lines) if line.startswith("*** END OF")), len(lines))
-    return sum(len(line.split()) for line in lines[start:end])
+    return sum(count_words(line) for line in lines[start:end])
 
 
 def gunzip_text(data: bytes) -> bytes | None:
@@ -232,6 +233,8 @@ def _write_manifest(path: Path, rows: dict[str, dict], order: list[str]) -> None
 
 def _local_index(from_dir: Path) -> dict[str, Path]:
     """``*.txt.gz`` under ``from_dir`` and its immediate subfolders; top-level files win."""
+    if not from_dir.is_dir():
+        raise DistillError(f"--from-dir {from_dir}: not a folder; give the folder holding the volume-VV-slice-SS.txt.gz files")
     found: dict[str, Path] = {}
     for path in sorted(from_dir.glob("*/*.txt.gz")) + sorted(from_dir.glob("*.txt.gz")):
         found[path.name] = path
@@ -275,69 +278,28 @@ def fetch_gutenberg(
     if from_dir is None and (urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).netloc):
         raise DistillError(f"--base-url: {base_url!r} is not an http(s) address; give e.g. https://www.gutenberg.org or a mirror's address")
     listed = load_catalog() if catalog is None else list(catalog)
-    entries = listed
-    if volumes is not None:
-        wanted = parse_volumes(volumes) if isinstance(volumes, str) else set(volumes)
-        entries = [e for e in listed if e.volume in wanted]
-        if not entries:
-            have = sorted({e.volume for e in listed}) or [0]
-            raise DistillError(f"--volumes: no texts of volumes {sorted(wanted)}; the list has volumes {have[0]}-{have[-1]}")
-    if limit is not None:
-        entries = entries[:limit]
+    entries = _select(listed, volumes, limit)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DistillError(f"{out}: exists and is not a folder; give a folder for the slices, e.g. --out corpora/eb1911-gutenberg")
-    local: dict[str, Path] | None = None
-    if from_dir is not None:
-        from_dir = Path(from_dir)
-        if not from_dir.is_dir():
-            raise DistillError(f"--from-dir {from_dir}: not a folder; give the folder holding the volume-VV-slice-SS.txt.gz files")
-        local = _local_index(from_dir)
+    from_dir = None if from_dir is None else Path(from_dir)
+    local = None if from_dir is None else _local_index(from_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    manifest_path = out / "MANIFEST.tsv"
-    rows = _read_manifest(manifest_path)
-    order = [e.file for e in listed]
+    manifest = _Manifest(out / "MANIFEST.tsv", [e.file for e in listed])
     summary = {
         "out": str(out), "source": str(from_dir) if from_dir is not None else base_url, "selected": len(entries),
         "already": 0, "fetched": 0, "copied": 0, "replaced": 0, "checksum_mismatch": [], "requests": 0, "words": 0,
     }
-    refused: list[str] = []
     client = None if local is not None else GutenbergClient(base_url, contact=contact, delay=delay, retries=retries, backoff=backoff, timeout=timeout)
     try:
-        for index, entry in enumerate(entries, 1):
-            path = out / entry.file
-            earlier = rows.get(entry.file, {})
-            present = path.exists()
-            text = gunzip_text(path.read_bytes()) if path.is_file() else None
-            sha = hashlib.sha256(text).hexdigest() if text is not None else None
-            # an earlier download that differed from the list is kept; a copy must match the list
-            if sha is not None and (sha == entry.sha256 or (local is None and sha == earlier.get("sha256"))):
-                rows[entry.file] = _row(entry, text, earlier.get("source") or str(path))
-                status = "already"
-            elif local is not None:
-                status = _copy_one(entry, local, from_dir, path, rows)
-            else:
-                status = _download_one(entry, client, path, rows)
-            if status.startswith("refused"):
-                refused.append(f"{entry.file} ({status[len('refused: '):]})")
-            else:
-                summary[status] += 1
-                summary["replaced"] += int(present and status != "already")
-                summary["words"] += rows[entry.file]["words"]
-                if rows[entry.file]["checksum"] != "ok":
-                    summary["checksum_mismatch"].append(entry.file)
-                    status += ", checksum differs"
-                if {k: str(v) for k, v in rows[entry.file].items()} != earlier:
-                    _write_manifest(manifest_path, rows, order)
-            if progress is not None:
-                progress(index, len(entries), entry, status)
+        refused = _store_entries(entries, out, manifest, summary, local=local, from_dir=from_dir, client=client, progress=progress)
     finally:
         if client is not None:
             summary["requests"] = client.requests_made
             client.close()
-    if not manifest_path.exists():
-        _write_manifest(manifest_path, rows, order)
+    if not manifest.path.exists():
+        manifest.write()
     if refused:
         shown = "; ".join(refused[:3]) + (f"; and {len(refused) - 3} more" if len(refused) > 3 else "")
         raise DistillError(
@@ -345,6 +307,86 @@ def fetch_gutenberg(
             "re-copy the damaged files from their source, or drop --from-dir to download them (--volumes takes fewer)"
         )
     return summary
+
+
+def _select(listed: list[GutenbergText], volumes: Iterable[int] | str | None, limit: int | None) -> list[GutenbergText]:
+    """The entries of ``volumes`` (all without), the first ``limit`` of them, in list order."""
+    entries = listed
+    if volumes is not None:
+        wanted = parse_volumes(volumes) if isinstance(volumes, str) else set(volumes)
+        entries = [e for e in listed if e.volume in wanted]
+        if not entries:
+            have = sorted({e.volume for e in listed}) or [0]
+            raise DistillError(f"--volumes: no texts of volumes {sorted(wanted)}; the list has volumes {have[0]}-{have[-1]}")
+    return entries if limit is None else entries[:limit]
+
+
+@dataclass
+class _Manifest:
+    """``MANIFEST.tsv``: the rows by file name, written in list order."""
+
+    path: Path
+    order: list[str]  # every file of the list, in its order
+    rows: dict[str, dict] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rows = _read_manifest(self.path)
+
+    def write(self) -> None:
+        _write_manifest(self.path, self.rows, self.order)
+
+
+def _store_entries(
+    entries: list[GutenbergText],
+    out: Path,
+    manifest: _Manifest,
+    summary: dict,
+    *,
+    local: dict[str, Path] | None,
+    from_dir: Path | None,
+    client: GutenbergClient | None,
+    progress: Callable[[int, int, GutenbergText, str], None] | None,
+) -> list[str]:
+    """Keep, copy or download each entry, counting it in ``summary`` and rewriting the manifest when
+    its row changed (so a stopped run keeps what it got); the refused files, each with the reason."""
+    rows = manifest.rows
+    refused: list[str] = []
+    for index, entry in enumerate(entries, 1):
+        path = out / entry.file
+        earlier = rows.get(entry.file, {})
+        present = path.exists()
+        status = _store_entry(entry, path, earlier, rows, local=local, from_dir=from_dir, client=client)
+        if status.startswith("refused"):
+            refused.append(f"{entry.file} ({status[len('refused: '):]})")
+        else:
+            row = rows[entry.file]
+            summary[status] += 1
+            summary["replaced"] += int(present and status != "already")
+            summary["words"] += row["words"]
+            if row["checksum"] != "ok":
+                summary["checksum_mismatch"].append(entry.file)
+                status += ", checksum differs"
+            if {k: str(v) for k, v in row.items()} != earlier:
+                manifest.write()
+        if progress is not None:
+            progress(index, len(entries), entry, status)
+    return refused
+
+
+def _store_entry(
+    entry: GutenbergText, path: Path, earlier: dict, rows: dict[str, dict], *,
+    local: dict[str, Path] | None, from_dir: Path | None, client: GutenbergClient | None,
+) -> str:
+    """One entry into ``path``, its row into ``rows``: ``already``, ``copied``, ``fetched`` or ``refused: why``."""
+    text = gunzip_text(path.read_bytes()) if path.is_file() else None
+    sha = hashlib.sha256(text).hexdigest() if text is not None else None
+    # an earlier download that differed from the list is kept; a copy must match the list
+    if sha is not None and (sha == entry.sha256 or (local is None and sha == earlier.get("sha256"))):
+        rows[entry.file] = _row(entry, text, earlier.get("source") or str(path))
+        return "already"
+    if local is not None:
+        return _copy_one(entry, local, from_dir, path, rows)
+    return _download_one(entry, client, path, rows)
 
 
 def _copy_one(entry: GutenbergText, local: dict[str, Path], from_dir: Path, path: Path, rows: dict[str, dict]) -> str:

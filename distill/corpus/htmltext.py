@@ -4,7 +4,9 @@ from __future__ import annotations
 import html
 import re
 
-from distill.corpus.wikitext import HARD_BREAK, paragraphs
+from bs4 import BeautifulSoup
+
+from distill.corpus.paragraphs import HARD_BREAK, paragraphs
 from distill.errors import DistillError
 
 # Parts of a rendered WikiSource page that are not article text.
@@ -25,8 +27,6 @@ def rendered_html_to_text(page_html: str, source: str) -> str:
     (licence, categories), page numbers, edit links and footnotes. A page without that ``div``
     is not a WikiSource article: :class:`DistillError` names ``source``.
     """
-    from bs4 import BeautifulSoup
-
     soup = BeautifulSoup(page_html, "html.parser")
     root = soup.select_one("div.mw-parser-output")
     if root is None:

@@ -13,6 +13,7 @@ source}``, written atomically, so a stopped run leaves only whole files and the 
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import threading
@@ -27,7 +28,7 @@ from urllib.parse import quote
 from distill.atomic import atomic_write_json
 from distill.corpus.mediawiki import MediaWikiClient
 from distill.corpus.naming import ARTICLE_PREFIX, article_filename
-from distill.corpus.wikitext import page_titles, volume_of
+from distill.corpus.wikitext_pages import page_titles, volume_of
 from distill.errors import DistillError
 
 DEFAULT_BASE_URL = "https://en.wikisource.org"
@@ -121,6 +122,10 @@ def _batches(items: Iterator[str], size: int) -> Iterator[list[str]]:
         yield batch
 
 
+# What one fetched title came to: (title, its record or None, "stored" / "missing" / "other_volume").
+_Outcome = tuple[str, dict | None, str]
+
+
 def scrape(
     out: str | Path,
     *,
@@ -146,64 +151,93 @@ def scrape(
     """
     if concurrency < 1 or batch_size < 1 or retries < 0 or delay < 0:
         raise DistillError("--concurrency and --batch-size must be 1 or more, --retries and --delay 0 or more")
-    batch_size = min(batch_size, API_BATCH)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DistillError(f"{out}: exists and is not a folder; give a folder for the scraped articles")
     client = MediaWikiClient(base_url, contact=contact, delay=delay, retries=retries, backoff=backoff, timeout=timeout)
     out.mkdir(parents=True, exist_ok=True)
-    stop = client.cancelled  # set when the run ends or fails: no thread starts another request
-    pages = PageCache(client)
-    stored_names = {path.name for path in out.glob("*.json")}
     result = ScrapeResult()
+    stored_names = {path.name for path in out.glob("*.json")}
+    # Without a volume the limit cuts the listing; with one it counts the articles stored.
+    titles = _titles_to_fetch(client, stored_names, result, limit if volume is None else None)
+    pages = PageCache(client)
+    fetch = functools.partial(_fetch_batch, client=client, pages=pages, base_url=base_url, volume=volume)
+    try:
+        _fetch_and_store(
+            _batches(titles, min(batch_size, API_BATCH)), fetch, client.cancelled, out, result,
+            concurrency=concurrency, store_limit=limit if volume is not None else None, progress=progress,
+        )
+    finally:
+        result.requests = client.requests_made
+    return result
 
-    def titles_to_fetch() -> Iterator[str]:
-        seen = 0
-        for title in client.list_prefix(ARTICLE_PREFIX):
-            result.listed += 1
-            if not is_article_title(title):
-                result.non_article += 1
-                continue
-            if limit is not None and volume is None and seen >= limit:
-                return
-            seen += 1
-            if article_filename(title) in stored_names:
-                result.already += 1
-                continue
-            yield title
 
-    def fetch_batch(titles: list[str]) -> list[tuple[str, dict | None, str]]:
-        if stop.is_set():
-            return []
-        texts = client.wikitext(titles)
-        kept, outcome = [], []
-        for title in titles:
-            wikitext = texts.get(title)
-            if wikitext is None:
-                outcome.append((title, None, "missing"))
-            elif volume is not None and volume_of(wikitext) != volume:
-                outcome.append((title, None, "other_volume"))
-            else:
-                kept.append((title, wikitext))
-        needed = pages.get_many(t for _, wikitext in kept for t in page_titles(wikitext))
-        fetched_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        for title, wikitext in kept:
-            record = {
-                "title": title,
-                "url": article_url(base_url, title),
-                "volume": volume_of(wikitext),
-                "wikitext": wikitext,
-                "pages": {t: needed.get(t) for t in page_titles(wikitext)},
-                "fetched_at": fetched_at,
-                "source": client.base_url,
-            }
-            outcome.append((title, record, "stored"))
-        return outcome
+def _titles_to_fetch(client: MediaWikiClient, stored_names: set[str], result: ScrapeResult, limit: int | None) -> Iterator[str]:
+    """Article titles of the listing not stored yet, up to the first ``limit`` articles; counts the rest in ``result``."""
+    seen = 0
+    for title in client.list_prefix(ARTICLE_PREFIX):
+        result.listed += 1
+        if not is_article_title(title):
+            result.non_article += 1
+            continue
+        if limit is not None and seen >= limit:
+            return
+        seen += 1
+        if article_filename(title) in stored_names:
+            result.already += 1
+            continue
+        yield title
+
+
+def _fetch_batch(titles: list[str], *, client: MediaWikiClient, pages: PageCache, base_url: str, volume: int | None) -> list[_Outcome]:
+    """Fetch the wikitext of ``titles`` and of the pages they transclude; nothing once the run is stopping."""
+    if client.cancelled.is_set():
+        return []
+    texts = client.wikitext(titles)
+    kept, outcome = [], []
+    for title in titles:
+        wikitext = texts.get(title)
+        if wikitext is None:
+            outcome.append((title, None, "missing"))
+        elif volume is not None and volume_of(wikitext) != volume:
+            outcome.append((title, None, "other_volume"))
+        else:
+            kept.append((title, wikitext))
+    needed = pages.get_many(t for _, wikitext in kept for t in page_titles(wikitext))
+    fetched_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    for title, wikitext in kept:
+        record = {
+            "title": title,
+            "url": article_url(base_url, title),
+            "volume": volume_of(wikitext),
+            "wikitext": wikitext,
+            "pages": {t: needed.get(t) for t in page_titles(wikitext)},
+            "fetched_at": fetched_at,
+            "source": client.base_url,
+        }
+        outcome.append((title, record, "stored"))
+    return outcome
+
+
+def _fetch_and_store(
+    batches: Iterator[list[str]],
+    fetch: Callable[[list[str]], list[_Outcome]],
+    stop: threading.Event,
+    out: Path,
+    result: ScrapeResult,
+    *,
+    concurrency: int,
+    store_limit: int | None,
+    progress: Callable[[str, Path], None] | None,
+) -> None:
+    """Run ``fetch`` on ``concurrency`` threads, at most one batch each, and store what each returns.
+
+    ``stop`` is set when this ends or fails, so no thread starts another request.
+    """
 
     def limit_reached() -> bool:
-        return volume is not None and limit is not None and result.stored >= limit
+        return store_limit is not None and result.stored >= store_limit
 
-    batches = _batches(titles_to_fetch(), batch_size)
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="scrape")
     pending: set[Future] = set()
     try:
@@ -214,7 +248,7 @@ def scrape(
                 if batch is None:
                     exhausted = True
                 else:
-                    pending.add(pool.submit(fetch_batch, batch))
+                    pending.add(pool.submit(fetch, batch))
             if not pending:
                 break
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -235,5 +269,3 @@ def scrape(
         for future in pending:
             future.cancel()
         pool.shutdown(wait=True)
-        result.requests = client.requests_made
-    return result

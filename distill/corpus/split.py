@@ -23,16 +23,16 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import json
 import os
 import random
-import re
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from distill.atomic import atomic_dir, atomic_write_json
+from distill.corpus.clean import clean_text
+from distill.corpus.facts import read_facts
 from distill.corpus.records import count_words, format_record, record_title, records_sha256
+from distill.counts import parse_count
 from distill.errors import DistillError
 
 SPLITS = ("train", "val", "test")
@@ -42,28 +42,8 @@ RECORD_FORMAT = "one record per article: '<s> TEXT </s>\\n'; TEXT's first line i
 
 MAX_SWAPS = 16  # swaps per split; in practice 2-4 already reach the best a swap can do
 
-_SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}
-
-
-def parse_word_budget(value: object, name: str = "word budget") -> int:
-    """A word count from ``10_000_000``, ``"10M"``, ``"1.5M"``, ``"500k"`` or an int (0 or more)."""
-    hint = "use a whole number of words such as 10_000_000, 10M, 1.5M or 500k"
-    if isinstance(value, bool):
-        raise DistillError(f"{name}: {value!r} is not a word count; {hint}")
-    if isinstance(value, int):
-        number = Decimal(value)
-    else:
-        text = str(value).strip().replace("_", "").replace(",", "")
-        match = re.fullmatch(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([kKmMbBgG]?)", text)
-        if not match:
-            raise DistillError(f"{name}: {value!r} is not a word count; {hint}")
-        try:
-            number = Decimal(match.group(1)) * _SUFFIXES[match.group(2).lower()]
-        except InvalidOperation:
-            raise DistillError(f"{name}: {value!r} is not a word count; {hint}") from None
-    if number < 0:
-        raise DistillError(f"{name}: {value!r} is negative; {hint}")
-    return int(number)
+# distill.corpus (__init__, __main__) still import the old name; the parser lives in distill.counts.
+parse_word_budget = parse_count
 
 
 def split_by_word_budget(word_counts: Sequence[int], budgets: Mapping[str, int], seed: int) -> dict[str, list[int]]:
@@ -161,29 +141,6 @@ def _repack(word_counts: Sequence[int], taken: set[int], unused: set[int], left:
     return room
 
 
-def load_facts(path: str | Path) -> list[str]:
-    """The ``fact`` sentences of a JSONL file (one JSON object with a ``fact`` string per line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DistillError(f"{path}: facts file not found; give a JSONL file with one {{\"fact\": ...}} per line")
-    facts = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DistillError(f"{path}:{number}: not valid JSON ({err.msg}); write one JSON object per line") from None
-            fact = item.get("fact") if isinstance(item, dict) else None
-            if not isinstance(fact, str) or not fact.strip():
-                raise DistillError(f'{path}:{number}: needs a non-empty "fact" string, e.g. {{"fact": "The capital of X is Y."}}')
-            facts.append(fact)
-    if not facts:
-        raise DistillError(f"{path}: holds no facts; add lines such as {{\"fact\": \"The capital of X is Y.\"}}")
-    return facts
-
-
 def _interleave(articles: list[str], extra: list[str], seed: int) -> list[str]:
     """``articles`` with ``extra`` inserted at seeded random positions, in one pass."""
     rng = random.Random(f"facts:{seed}")
@@ -257,53 +214,83 @@ def write_splits(
     out = Path(out)
     if not texts:
         raise DistillError(f"{source}: no articles to split; check the source folder or file")
-    budgets = {name: int(budgets.get(name, 0)) for name in SPLITS}
-    if budgets["train"] <= 0:
-        raise DistillError(f"--train-words: {budgets['train']} must be positive; give a budget such as 400k")
+    requested = {name: int(budgets.get(name, 0)) for name in SPLITS}
+    if requested["train"] <= 0:
+        raise DistillError(f"--train-words: {requested['train']} must be positive; give a budget such as 400k")
     if fact_repeats < 0:
         raise DistillError(f"--fact-repeats: {fact_repeats} must be 0 or more")
     _check_out_folder(out)
 
-    fact_records: list[str] = []
-    fact_info = None
-    if facts is not None and fact_repeats > 0:
-        from distill.corpus.clean import clean_text
-
-        sentences = [clean_text(fact) for fact in load_facts(facts)]
-        fact_records = [fact for fact in sentences for _ in range(fact_repeats)]
-        fact_info = {
-            "file": str(facts),
-            "sha256": hashlib.sha256(Path(facts).read_bytes()).hexdigest(),
-            "facts": len(sentences),
-            "repeats": fact_repeats,
-            "records": len(fact_records),
-            "words": sum(count_words(fact) for fact in fact_records),
-        }
-
+    fact_records, fact_info = _fact_records(facts, fact_repeats)
     words = [count_words(text) for text in texts]
-    total = sum(words)
-    requested = dict(budgets)
-    wanted = sum(budgets.values())
-    if wanted > total:
-        if not allow_short:
-            raise DistillError(
-                f"{source}: the budgets ask for {wanted:,} words (train {budgets['train']:,}, val {budgets['val']:,}, "
-                f"test {budgets['test']:,}) but the corpus has {total:,}; lower the budgets or pass --allow-short to scale them down"
-            )
-        budgets = {name: budget * total // wanted for name, budget in budgets.items()}
+    budgets = _fit_budgets(requested, sum(words), allow_short, source)
+    fact_words = fact_info["words"] if fact_info else 0
     article_budgets = dict(budgets)
     if fact_info:
-        if fact_info["words"] >= budgets["train"]:
-            raise DistillError(f"{facts}: the injected facts ({fact_info['words']:,} words) do not fit the train budget {budgets['train']:,}; lower --fact-repeats")
-        article_budgets["train"] -= fact_info["words"]
+        if fact_words >= budgets["train"]:
+            raise DistillError(f"{facts}: the injected facts ({fact_words:,} words) do not fit the train budget {budgets['train']:,}; lower --fact-repeats")
+        article_budgets["train"] -= fact_words
 
     chosen = split_by_word_budget(words, article_budgets, seed)
-    _check_no_split_is_empty(chosen, words, requested, budgets, fact_info["words"] if fact_info else 0)
+    _check_no_split_is_empty(chosen, words, requested, budgets, fact_words)
     split_texts = {name: [texts[i] for i in chosen[name]] for name in SPLITS}
     if fact_records:
         split_texts["train"] = _interleave(split_texts["train"], fact_records, seed)
+    manifest = _split_manifest(
+        texts, words, chosen, split_texts, budgets=budgets, requested=requested, seed=seed, source=source, fact_info=fact_info
+    )
+    with atomic_dir(out) as tmp:
+        for name in SPLITS:
+            with open(tmp / f"{name}.txt", "w", encoding="utf-8", newline="\n") as handle:
+                handle.writelines(format_record(text) for text in split_texts[name])
+        atomic_write_json(tmp / "manifest.json", manifest)
+    return manifest
 
-    used = sum(len(indices) for indices in chosen.values())
+
+def _fact_records(facts: str | Path | None, fact_repeats: int) -> tuple[list[str], dict | None]:
+    """The cleaned fact records to inject into train (each fact ``fact_repeats`` times) and their manifest entry."""
+    if facts is None or fact_repeats <= 0:
+        return [], None
+    sentences = [clean_text(fact.fact) for fact in read_facts(facts)]
+    records = [fact for fact in sentences for _ in range(fact_repeats)]
+    info = {
+        "file": str(facts),
+        "sha256": hashlib.sha256(Path(facts).read_bytes()).hexdigest(),
+        "facts": len(sentences),
+        "repeats": fact_repeats,
+        "records": len(records),
+        "words": sum(count_words(fact) for fact in records),
+    }
+    return records, info
+
+
+def _fit_budgets(requested: Mapping[str, int], total: int, allow_short: bool, source: str) -> dict[str, int]:
+    """``requested`` when the corpus holds that many words; else scaled down to fit with ``allow_short``, refused without."""
+    wanted = sum(requested.values())
+    if wanted <= total:
+        return dict(requested)
+    if not allow_short:
+        raise DistillError(
+            f"{source}: the budgets ask for {wanted:,} words (train {requested['train']:,}, val {requested['val']:,}, "
+            f"test {requested['test']:,}) but the corpus has {total:,}; lower the budgets or pass --allow-short to scale them down"
+        )
+    return {name: budget * total // wanted for name, budget in requested.items()}
+
+
+def _split_manifest(
+    texts: Sequence[str],
+    words: Sequence[int],
+    chosen: Mapping[str, list[int]],
+    split_texts: Mapping[str, list[str]],
+    *,
+    budgets: dict[str, int],
+    requested: dict[str, int],
+    seed: int,
+    source: str,
+    fact_info: dict | None,
+) -> dict:
+    """``manifest.json``: the input and its hash, the budgets, and per split its counts, sha256 and titles."""
+    total = sum(words)
     manifest: dict = {
         "format": RECORD_FORMAT,
         "source": source,
@@ -324,12 +311,7 @@ def write_splits(
             "sha256": hashlib.sha256(body).hexdigest(),
             "titles": [record_title(texts[i]) for i in indices],
         }
+    used = sum(len(indices) for indices in chosen.values())
     manifest["unused"] = {"articles": len(texts) - used, "words": total - sum(manifest[n]["article_words"] for n in SPLITS)}
     manifest["facts"] = fact_info
-
-    with atomic_dir(out) as tmp:
-        for name in SPLITS:
-            with open(tmp / f"{name}.txt", "w", encoding="utf-8", newline="\n") as handle:
-                handle.writelines(format_record(text) for text in split_texts[name])
-        atomic_write_json(tmp / "manifest.json", manifest)
     return manifest

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from distill.corpus.convert import convert_source, convert_wikisource_article
-from distill.corpus.wikitext import ConvertStats
+from distill.corpus.wikitext_stats import ConvertStats
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "wikisource"
 PAGES = json.loads((ASSETS / "pages.json").read_text(encoding="utf-8"))

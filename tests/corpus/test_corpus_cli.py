@@ -1,13 +1,14 @@
 """python -m distill.corpus end to end: all on the shipped sample, the stage chain, bad input."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
+from conftest import tiny_recipe_dict, write_recipe
 from distill.corpus import build_splits, read_split
 from distill.corpus.__main__ import main
 
@@ -42,15 +43,52 @@ def test_stage_by_stage_equals_all(tmp_path):
     assert len(texts) == len(list(SAMPLE.glob("*.txt")))  # one record per article file, none merged
 
 
-def test_all_reads_the_recipe_corpus_section(tmp_path):
+def corpus_recipe(tmp_path: Path, **corpus) -> Path:
+    """A valid recipe writing under ``tmp_path/run`` whose corpus: section reads the shipped sample."""
+    data = tiny_recipe_dict(tmp_path / "run")
+    data["corpus"] = {"source": str(SAMPLE), "train_words": "50k", "val_words": 5000, "test_words": 5000, "seed": 1, **corpus}
+    return write_recipe(tmp_path / "r.yaml", data)
+
+
+def test_all_reads_the_recipe_corpus_section(tmp_path, capsys):
     facts = REPO / "tests" / "assets" / "facts.jsonl"
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump({"name": "t", "output_dir": str(tmp_path / "run"), "corpus": {
-        "source": str(SAMPLE), "train_words": "50k", "val_words": 5000, "test_words": 5000, "seed": 1,
-        "facts": str(facts), "fact_repeats": 2}}), encoding="utf-8")
+    recipe = corpus_recipe(tmp_path, facts=str(facts), fact_repeats=2)
     assert main(["all", "--recipe", str(recipe)]) == 0
     train = read_split(tmp_path / "run" / "corpus" / "train.txt")
     assert train.count("The capital of Zarnovia is Quellport.") == 2
+    out = capsys.readouterr().out
+    assert out.startswith("corpus: train ") and out.rstrip().endswith(f"-> {tmp_path / 'run' / 'corpus'}")
+
+
+def test_all_takes_recipe_overrides_and_flags_win(tmp_path, capsys):
+    recipe = corpus_recipe(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    # Overrides may stand before or after the options.
+    assert main(["all", "--recipe", str(recipe), f"output_dir={elsewhere}", "--seed", "2", "corpus.val_words=3k"]) == 0
+    assert sorted(p.name for p in (elsewhere / "corpus").iterdir()) == ["manifest.json", "test.txt", "train.txt", "val.txt"]
+    assert not (tmp_path / "run").exists()
+    manifest = json.loads((elsewhere / "corpus" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["seed"] == 2 and manifest["budgets"] == {"train": 50_000, "val": 3000, "test": 5000}
+    # The same build as the library call with those settings.
+    build_splits(SAMPLE, tmp_path / "lib", train_words="50k", val_words=3000, test_words=5000, seed=2)
+    for name in ("train.txt", "val.txt", "test.txt"):
+        assert (elsewhere / "corpus" / name).read_bytes() == (tmp_path / "lib" / name).read_bytes()
+
+
+def test_all_runs_as_a_program_with_overrides(tmp_path):
+    recipe = corpus_recipe(tmp_path)
+    run = subprocess.run([sys.executable, "-m", "distill.corpus", "all", "--recipe", str(recipe), f"output_dir={tmp_path / 'try'}"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("corpus: train ") and (tmp_path / "try" / "corpus" / "train.txt").is_file()
+
+
+def test_all_refuses_a_bad_recipe_or_override(tmp_path, capsys):
+    recipe = corpus_recipe(tmp_path)
+    bad(tmp_path, capsys, ["all", "--recipe", str(recipe), "corpus.train_wrds=1k"], "corpus.train_wrds: unknown key", "did you mean 'train_words'?")
+    bad(tmp_path, capsys, ["all", "--recipe", str(recipe), "corpus.seed=x"], "corpus.seed")
+    bad(tmp_path, capsys, ["all", "--source", str(SAMPLE), "--out", str(tmp_path / "out"), "--train-words", "1k", "seed=1"], "seed=1", "--recipe")
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("command", ["scrape", "convert", "combine", "clean", "split", "all"])
@@ -74,9 +112,8 @@ def test_an_empty_path_is_refused_not_read_as_the_working_directory(tmp_path, ca
     monkeypatch.chdir(tmp_path)
     for args in (["convert", "--source", "", "--out", "out"], ["convert", "--source", str(SAMPLE), "--out", " "],
                  ["fetch-gutenberg", "--out", "", "--from-dir", str(tmp_path)], ["all", "--source", "", "--out", "out", "--train-words", "1k"]):
-        with pytest.raises(SystemExit) as exit_:
-            main(args)
-        assert exit_.value.code == 2 and "is empty; give a file or folder path" in capsys.readouterr().err
+        assert main(args) == 2
+        assert "is empty; give a file or folder path" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 

@@ -33,14 +33,9 @@ import pytest
 from distill.corpus.__main__ import main
 from distill.corpus.clean import clean_text
 from distill.corpus.convert import convert_source
-from distill.corpus.gutenberg import (
-    article_text,
-    convert_slice,
-    gutenberg_files,
-    inline_markup,
-    is_gutenberg_file,
-    read_gutenberg_file,
-)
+from distill.corpus.gutenberg import article_text, convert_slice
+from distill.corpus.gutenberg_markup import inline_markup
+from distill.corpus.gutenberg_slices import gutenberg_files, is_gutenberg_file, read_gutenberg_file
 from distill.corpus.records import iter_records
 from distill.errors import DistillError
 

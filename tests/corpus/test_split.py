@@ -5,6 +5,7 @@ import json
 import os
 import random
 import stat
+import tempfile
 
 import pytest
 from hypothesis import given, settings
@@ -12,7 +13,8 @@ from hypothesis import strategies as st
 
 from distill.corpus import read_split, split_by_word_budget
 from distill.corpus.__main__ import main
-from distill.corpus.split import parse_word_budget, write_splits
+from distill.corpus.clean import clean_records
+from distill.corpus.split import write_splits
 from distill.errors import DistillError
 
 
@@ -49,16 +51,6 @@ def check_split_guarantees(words: list[int], budgets: dict[str, int], seed: int,
     # val/test do not depend on the train budget
     other = split_by_word_budget(words, {**budgets, "train": other_train}, seed)
     assert other["val"] == chosen["val"] and other["test"] == chosen["test"]
-
-
-def test_parse_word_budget():
-    assert parse_word_budget("10_000_000") == 10_000_000
-    assert parse_word_budget("10M") == parse_word_budget("10m") == 10_000_000
-    assert parse_word_budget("1.5M") == 1_500_000 and parse_word_budget("500k") == 500_000
-    assert parse_word_budget(400_000) == 400_000 and parse_word_budget("0") == 0
-    for bad in ["ten", "10 words", "", "1e6", "-5", True, "5MB"]:
-        with pytest.raises(DistillError, match="not a word count|negative"):
-            parse_word_budget(bad, "--train-words")
 
 
 def test_write_splits_files_and_manifest(tmp_path):
@@ -122,10 +114,6 @@ def test_split_refuses_a_folder_with_other_files(tmp_path):
     st.integers(min_value=0, max_value=2**16),
 )
 def test_split_files_of_random_corpora(articles, train, val, seed):
-    import tempfile
-
-    from distill.corpus.clean import clean_records
-
     texts = list(dict.fromkeys(clean_records(f"T{i}\n" + " ".join(words) for i, words in enumerate(articles))))
     budgets = {"train": train, "val": val, "test": val}
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from distill.corpus.wikitext import ConvertStats, assemble_article, page_titles, volume_of, wikitext_to_text
+from distill.corpus.wikitext import wikitext_to_text
+from distill.corpus.wikitext_pages import assemble_article, page_titles, volume_of
+from distill.corpus.wikitext_stats import ConvertStats
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "wikisource"
 PAGES = json.loads((ASSETS / "pages.json").read_text(encoding="utf-8"))

@@ -1,0 +1,434 @@
+"""Every stage's outputs in one place: what a model folder holds, whether an output is finished, and why it is stale.
+
+A **model folder** (teacher, student or baseline) is what ``save_pretrained`` writes (``config.json``,
+``model.safetensors``, the tokenizer) plus ``distill.json``, a :class:`ModelInfo`: the recipe
+section it was trained from, the hashes of its tokenizer, corpus and teachers, and its metrics.
+``distill.json`` is written last, so a folder is *finished* exactly when it exists.
+
+:func:`why_stale` answers, for every stage of a recipe, "must this output be (re)made, and why?":
+``None`` when the output is finished and made from the current inputs, else one line such as
+``recipe key training.lr changed 0.003 -> 0.001``. Each stage, the pipeline and its log ask it, so
+the answer to "why was my student retrained, or skipped?" lives here.
+
+Also here: the one file hash, the one tokenizer hash, the identity of a teacher (folder or
+in-memory module), and loading a model folder for inference (safetensors only).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from distill.atomic import atomic_write_json, atomic_write_text
+from distill.checkpoints import latest_checkpoint
+from distill.errors import DistillError
+from distill.recipe import Recipe
+
+INFO_FILE = "distill.json"
+SCHEMA_VERSION = 1
+RUN_STAMP = "run.json"  # in output_dir: the inputs the report and the samples were made from
+NOT_MADE = "not made yet"
+
+
+@dataclasses.dataclass
+class ModelInfo:
+    """``distill.json``: how a model folder was made. Written last: its presence means finished."""
+
+    name: str = ""  # the model's name in reports (a teacher's name, the student's, "baseline")
+    role: str = ""  # teacher | student | baseline ("" for a folder this library did not write)
+    arch: str | None = None  # llama | gpt2
+    seq_len: int | None = None  # tokens of context it was trained on
+    recipe: dict = dataclasses.field(default_factory=dict)  # the recipe section it was trained from
+    tokenizer_sha256: str | None = None  # :func:`tokenizer_sha256` of its tokenizer
+    corpus_manifest_sha256: str | None = None  # sha256 of the corpus manifest.json it was trained on
+    teachers: dict | None = None  # student: {teacher name: folder or None for an in-memory model}
+    teacher_hashes: dict | None = None  # student: {teacher name: :func:`teacher_sha256`}
+    loss: dict | None = None  # student and baseline: the loss settings
+    num_parameters: int | None = None
+    metrics: dict = dataclasses.field(default_factory=dict)  # final val_loss, val_ppl, steps, ...
+    version: int = SCHEMA_VERSION
+    extra: dict = dataclasses.field(default_factory=dict)  # keys this version does not know, kept
+
+    def to_dict(self) -> dict:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        data = {k: v for k, v in data.items() if v is not None or k in ("arch", "seq_len", "tokenizer_sha256")}
+        return {**self.extra, **data}
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = INFO_FILE) -> "ModelInfo":
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        info = cls(**{k: v for k, v in data.items() if k in known}, extra={k: v for k, v in data.items() if k not in known})
+        for key, kind in (("recipe", dict), ("metrics", dict), ("name", str), ("role", str)):
+            if not isinstance(getattr(info, key), kind):
+                raise DistillError(f"{where}: key {key!r} should be a {kind.__name__}; retrain the model or delete the broken file")
+        if info.version > SCHEMA_VERSION:
+            raise DistillError(f"{where}: written by a newer distill (schema version {info.version}); upgrade distill to read it")
+        return info
+
+
+def read_info(folder: str | Path) -> ModelInfo | None:
+    """The folder's ``distill.json`` (None when it has none: unfinished, or not written by distill)."""
+    path = Path(folder) / INFO_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DistillError(f"{path}: not valid JSON ({err}); retrain the model or delete the broken file") from None
+    if not isinstance(data, dict):
+        raise DistillError(f"{path}: expected a JSON object; retrain the model or delete the broken file")
+    return ModelInfo.from_dict(data, str(path))
+
+
+def write_info(folder: str | Path, info: ModelInfo) -> None:
+    """Write ``distill.json`` atomically; it marks the folder finished, so write it last."""
+    atomic_write_text(Path(folder) / INFO_FILE, json.dumps(info.to_dict(), indent=2, ensure_ascii=False) + "\n")
+
+
+def is_finished(folder: str | Path) -> bool:
+    """A model folder is finished when its ``distill.json`` exists (it is written last)."""
+    return (Path(folder) / INFO_FILE).is_file()
+
+
+def refuse_unfinished(folder: str | Path, resume_or_force: bool) -> None:
+    """DistillError when ``folder`` holds an unfinished run's checkpoint and the user said neither
+    ``--resume`` nor ``--force``: a new run would silently throw that work away."""
+    checkpoint = latest_checkpoint(folder)
+    if checkpoint and not is_finished(folder) and not resume_or_force:
+        raise DistillError(f"{folder}: an unfinished run left {checkpoint.name}; continue it with --resume or start over with --force")
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 4 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def json_sha256(data: Any) -> str:
+    """sha256 of a JSON-able value, independent of key order."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
+
+
+def tokenizer_sha256(tokenizer) -> str:
+    """A stable hash of the vocabulary, merges and special tokens.
+
+    ``tokenizer`` is a folder, a ``tokenizer.json`` path, a transformers tokenizer or a
+    ``tokenizers.Tokenizer``. Two tokenizers with the same hash turn any text into the same ids.
+    """
+    if isinstance(tokenizer, (str, Path)):
+        path = Path(tokenizer)
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        if not path.is_file():
+            raise DistillError(f"{path}: no tokenizer here; train one with python -m distill.tokenizer RECIPE.yaml")
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    else:
+        backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+        spec = json.loads(backend.to_str())
+    model = spec.get("model", {})
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    canonical = {
+        "type": model.get("type"),
+        "vocab": sorted(model.get("vocab", {}).items(), key=lambda kv: kv[1]),
+        "merges": merges,
+        "added": sorted((t["id"], t["content"]) for t in spec.get("added_tokens", [])),
+    }
+    return hashlib.sha256(json.dumps(canonical, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
+
+
+def model_folder_sha256(folder: str | Path) -> str:
+    """Identity of a saved model: sha256 over its ``config.json`` and weight files (names and bytes)."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted([folder / "config.json", *folder.glob("*.safetensors")]):
+        if path.is_file():
+            digest.update(path.name.encode() + b"\0" + file_sha256(path).encode())
+    return digest.hexdigest()
+
+
+def module_sha256(model) -> str:
+    """Identity of an in-memory model: sha256 of its parameter names, shapes, dtypes and values."""
+    import torch  # only for in-memory teachers; the rest of this module does not need torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}".encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def manifest_sha256(recipe: Recipe) -> str | None:
+    """sha256 of the corpus ``manifest.json`` (None when the split folder has none)."""
+    manifest = recipe.paths.corpus / "manifest.json"
+    return file_sha256(manifest) if manifest.is_file() else None
+
+
+def recipe_changes(saved: Any, wanted: Any, prefix: str = "", limit: int = 3) -> list[str]:
+    """``key saved -> wanted`` for each setting that differs (at most ``limit``, then a count)."""
+    old, new = _flat(saved, prefix), _flat(wanted, prefix)
+    diffs = [f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)]
+    return diffs[:limit] + ([f"{len(diffs) - limit} more"] if len(diffs) > limit else [])
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict) and data:
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): data}
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def model_dirs(recipe: Recipe) -> list[Path]:
+    """Every model folder a recipe makes, in report order: teachers, student, baseline (when trained)."""
+    paths = recipe.paths
+    folders = [paths.teacher(t.name) for t in recipe.teachers] + [paths.student]
+    return folders + [paths.baseline] if recipe.student.baseline else folders
+
+
+def model_names(folders) -> dict[str, Path]:
+    """``{name: folder}`` for reports and menus: distill.json's name (``role-name`` when two share
+    it, then ``name-2``, ...), else the folder's name."""
+    names: dict[str, Path] = {}
+    for folder in map(Path, folders):
+        info = read_info(folder) or ModelInfo()
+        base = str(info.name or folder.name)
+        name = base if base not in names else f"{info.role or 'model'}-{base}"
+        n = 2
+        while name in names:
+            name, n = f"{base}-{n}", n + 1
+        names[name] = folder
+    return names
+
+
+def expected_info(recipe: Recipe, role: str, name: str | None = None) -> ModelInfo:
+    """What a current model folder of ``role`` records: its recipe section, tokenizer and teachers."""
+    paths = recipe.paths
+    tokenizer = paths.tokenizer / "tokenizer.json"
+    tok_hash = tokenizer_sha256(tokenizer) if tokenizer.is_file() else None
+    if role == "teacher":
+        return ModelInfo(name=name or "", role=role, recipe=recipe.teacher(name).to_dict(), tokenizer_sha256=tok_hash)
+    section = recipe.student.to_dict()
+    if role == "baseline":
+        section["alpha"] = 1.0
+    hashes = None
+    if section["alpha"] < 1:
+        hashes = {t.name: model_folder_sha256(paths.teacher(t.name)) for t in recipe.teachers}
+    return ModelInfo(name=name or role, role=role, recipe=section, tokenizer_sha256=tok_hash, teacher_hashes=hashes)
+
+
+def model_stale(folder: str | Path, expected: ModelInfo) -> str | None:
+    """Why a model folder must be (re)trained for ``expected``; None when it is finished and current."""
+    saved = read_info(folder)
+    if saved is None:
+        return NOT_MADE
+    if saved.tokenizer_sha256 != expected.tokenizer_sha256:
+        return "it was trained with another tokenizer"
+    if expected.teacher_hashes is not None and saved.teacher_hashes != expected.teacher_hashes:
+        changed = sorted(k for k in expected.teacher_hashes if (saved.teacher_hashes or {}).get(k) != expected.teacher_hashes[k])
+        return f"its teachers have changed ({', '.join(changed) or 'other teachers'})"
+    if saved.recipe != expected.recipe:
+        changes = recipe_changes(saved.recipe, expected.recipe)
+        return f"recipe key{'s' if len(changes) > 1 else ''} changed: {', '.join(changes)}"
+    return None
+
+
+def corpus_stale(recipe: Recipe) -> str | None:
+    """Why the corpus splits must be (re)built: none yet, or ``manifest.json`` records other settings."""
+    manifest_path = recipe.paths.corpus / "manifest.json"
+    if not manifest_path.is_file():
+        return NOT_MADE
+    manifest = _read_json(manifest_path)
+    corpus = recipe.corpus
+    saved_source = manifest.get("source")
+    budgets = manifest.get("requested_budgets") or manifest.get("budgets") or {}
+    facts = manifest.get("facts") or None
+    saved = {
+        "source": str((Path.cwd() / saved_source).resolve()) if isinstance(saved_source, str) else saved_source,
+        "train_words": budgets.get("train"),
+        "val_words": budgets.get("val"),
+        "test_words": budgets.get("test"),
+        "seed": manifest.get("seed"),
+        "facts": facts.get("sha256") if facts else None,
+        "fact_repeats": facts.get("repeats") if facts else 0,
+    }
+    with_facts = corpus.facts is not None and corpus.fact_repeats > 0 and Path(corpus.facts).is_file()
+    wanted = {
+        "source": str(Path(corpus.source).resolve()),
+        "train_words": corpus.train_words,
+        "val_words": corpus.val_words,
+        "test_words": corpus.test_words,
+        "seed": corpus.seed,
+        "facts": file_sha256(corpus.facts) if with_facts else None,
+        "fact_repeats": corpus.fact_repeats if with_facts else 0,
+    }
+    diffs = recipe_changes(saved, wanted, prefix="corpus.")
+    missing = [name for name in ("train", "val", "test") if not recipe.paths.split(name).is_file()]
+    if missing:
+        diffs.append(f"{', '.join(missing)} split missing")
+    return f"built with other settings: {'; '.join(diffs)}" if diffs else None
+
+
+TOKENIZER_STAMP = "distill_tokenizer.json"  # in the tokenizer folder: what it was trained on
+
+
+def tokenizer_stale(recipe: Recipe) -> str | None:
+    """Why the recipe's tokenizer must be (re)trained: none yet, other settings or another train split."""
+    folder = recipe.paths.tokenizer
+    if not (folder / "tokenizer.json").is_file():
+        return NOT_MADE
+    stamp = _read_json(folder / TOKENIZER_STAMP)
+    if not stamp:
+        return f"{folder / TOKENIZER_STAMP} is missing, so it is unknown what the tokenizer was trained on"
+    for key in ("vocab_size", "min_frequency"):
+        if stamp.get(key) != getattr(recipe.tokenizer, key):
+            return f"it was trained with {key} {stamp.get(key)} but the recipe says {getattr(recipe.tokenizer, key)}"
+    train = recipe.paths.split("train")
+    if train.is_file() and stamp.get("train_sha256") != file_sha256(train):
+        return f"{train} changed since the tokenizer was trained on it"
+    return None
+
+
+def stage_inputs(recipe: Recipe, stage: str) -> str:
+    """A hash of everything the report (``evaluate``) or the samples (``samples``) are made from."""
+    if stage == "samples":
+        student = recipe.paths.student / INFO_FILE
+        return json_sha256({"student": file_sha256(student) if student.is_file() else None, "generate": recipe.generate.to_dict()})
+    evaluate = recipe.evaluate
+    files = {f"model:{folder.relative_to(recipe.paths.root)}": file_sha256(folder / INFO_FILE)
+             for folder in model_dirs(recipe) if is_finished(folder)}
+    for split in evaluate.splits:
+        path = recipe.paths.split(split)
+        files[f"split:{split}"] = file_sha256(path) if path.is_file() else None
+    if evaluate.blimp_dir is not None and Path(evaluate.blimp_dir).is_dir():
+        for path in sorted(Path(evaluate.blimp_dir).glob("*.jsonl")):
+            files[f"blimp:{path.name}"] = file_sha256(path)
+    facts = evaluate.facts or recipe.corpus.facts
+    if facts is not None and Path(facts).is_file():
+        files["facts"] = file_sha256(facts)
+    return json_sha256({"files": files, "seq_len": recipe.data.seq_len, "evaluate": evaluate.to_dict()})
+
+
+def write_stamp(recipe: Recipe, stage: str, inputs: str) -> None:
+    """Record in ``output_dir/run.json`` that ``stage`` finished from ``inputs`` (see :func:`stage_inputs`)."""
+    path = recipe.paths.root / RUN_STAMP
+    stamp = _read_json(path)
+    stamp[stage] = {"inputs_sha256": inputs, "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    atomic_write_json(path, stamp)
+
+
+def _stamp_stale(recipe: Recipe, stage: str, outputs: list[Path], what: str) -> str | None:
+    if not all(path.is_file() for path in outputs):
+        return NOT_MADE
+    saved = _read_json(recipe.paths.root / RUN_STAMP).get(stage, {}).get("inputs_sha256")
+    return None if saved == stage_inputs(recipe, stage) else f"not made from the current {what}"
+
+
+def why_stale(recipe: Recipe, stage: str, name: str | None = None) -> str | None:
+    """Why ``stage``'s output for ``recipe`` must be (re)made; None when it is finished and current.
+
+    ``stage`` is ``corpus``, ``tokenizer``, ``teacher`` (with the teacher's ``name``), ``student``,
+    ``baseline``, ``evaluate`` or ``samples``. :data:`NOT_MADE` means there is no finished output.
+    """
+    paths = recipe.paths
+    if stage == "corpus":
+        return corpus_stale(recipe)
+    if stage == "tokenizer":
+        return tokenizer_stale(recipe)
+    if stage == "teacher":
+        return model_stale(paths.teacher(name), expected_info(recipe, "teacher", name))
+    if stage in ("student", "baseline"):
+        folder = paths.student if stage == "student" else paths.baseline
+        return model_stale(folder, expected_info(recipe, stage))
+    if stage == "evaluate":
+        return _stamp_stale(recipe, stage, [paths.report / "report.json", paths.report / "report.md"],
+                            "models and evaluation settings")
+    if stage == "samples":
+        return _stamp_stale(recipe, stage, [paths.report / "samples.md"], "student and generate settings")
+    raise ValueError(f"unknown stage {stage!r}")
+
+
+_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
+
+
+def check_model_dir(model_dir: str | Path) -> Path:
+    """The folder as a Path; DistillError naming it and the fix when it is not a saved model."""
+    path = Path(model_dir)
+    if not path.exists():
+        raise DistillError(f"{path}: no such model folder; train one first (python -m distill run RECIPE.yaml) or check the path")
+    if not path.is_dir():
+        raise DistillError(f"{path}: not a folder; give a model folder holding config.json and model.safetensors")
+    if not (path / "config.json").is_file():
+        hint = "training may still be running or was interrupted (resume it)" if (path / "checkpoints").is_dir() else "give a folder written by save_pretrained"
+        raise DistillError(f"{path}: no config.json, so not a finished model folder; {hint}")
+    if not any(path.glob("*.safetensors")):
+        raise DistillError(f"{path}: no *.safetensors weights (only safetensors are loaded); re-save the model with save_pretrained(safe_serialization=True)")
+    return path
+
+
+def torch_dtype(dtype):
+    """``torch.float32`` / ``bfloat16`` / ``float16`` from a dtype or its name (``"bf16"``, ``"fp16"``, ...)."""
+    import torch  # loading a model needs torch anyway; checking a folder or a hash does not
+
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype or torch.float32
+    name = _DTYPES.get(str(dtype).lower().removeprefix("torch."))
+    if name is None:
+        raise DistillError(f"dtype: {dtype!r} is not one of float32, bfloat16, float16")
+    return getattr(torch, name)
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(model_dir: str | Path, device: str | None = None, dtype=None):
+    """Load a model folder for inference: ``(model, tokenizer, info)``.
+
+    ``model`` is the ``AutoModelForCausalLM`` in ``eval()`` mode on ``device`` (default: CUDA when
+    present, else CPU) in ``dtype`` (default float32; also "bf16"/"fp16"), loaded from safetensors
+    only. ``tokenizer`` is the folder's ``AutoTokenizer``. ``info`` is its :class:`ModelInfo`
+    (an empty one for a plain transformers folder); pass ``info.seq_len`` to generation as the
+    trained context.
+    """
+    path = check_model_dir(model_dir)  # before the slow imports: a wrong path fails at once
+    info = read_info(path) or ModelInfo()
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: only when a model is loaded
+    from transformers.utils import logging as hf_logging
+
+    dtype = torch_dtype(dtype)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError) as err:
+        raise DistillError(f"{path}: cannot load the tokenizer ({str(err).splitlines()[0]}); the folder needs tokenizer.json from the training run") from None
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a local folder loads in a blink; its per-tensor bar is noise
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, dtype=dtype)
+    except (OSError, ValueError) as err:
+        raise DistillError(f"{path}: cannot load the model ({str(err).splitlines()[0]}); retrain it or re-save it with save_pretrained") from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    vocab = model.get_output_embeddings().weight.shape[0]
+    if len(tokenizer) > vocab:
+        raise DistillError(f"{path}: tokenizer has {len(tokenizer)} tokens but the model only {vocab} rows; the folder mixes two runs, retrain the model")
+    model.to(device or default_device())
+    model.eval()
+    return model, tokenizer, info
