@@ -9,7 +9,7 @@ mean-of-logits ensemble) from the student's final hidden states (N, H) and its l
 * ``unchunked``: ``logits = h @ W^T`` then :func:`distill.losses.blended_kd_loss` on full tensors;
 * ``chunked``: :func:`distill.losses.chunked_kd_loss` with the teachers' (N, V) logits as inputs;
 * ``chunked+heads``: the same with the teachers' hidden states and lm_heads
-  (:func:`distill.losses.teacher_head_target`), so no (N, V) tensor exists at all.
+  (:func:`distill.teacher_target.teacher_head_target`), so no (N, V) tensor exists at all.
 
 How memory is measured, honestly: each case runs in a fresh Python process. On CUDA it is
 ``torch.cuda.max_memory_allocated()`` minus the memory allocated before the loss (inputs already
@@ -56,7 +56,8 @@ def _run_case(args) -> dict:
     """One (method, vocab) case in this process; returns figures as a dict."""
     import torch
 
-    from distill.losses import blended_kd_loss, chunked_kd_loss, teacher_head_target
+    from distill.losses import LossConfig, blended_kd_loss, chunked_kd_loss
+    from distill.teacher_target import teacher_head_target
 
     device = torch.device(args.device)
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -78,14 +79,14 @@ def _run_case(args) -> dict:
         target = [randn(batch, seq, vocab, scale=3.0) for _ in range(args.teachers)]
         input_bytes = sum(t.numel() * 4 for t in target)
     input_bytes += (hidden.numel() + weight.numel()) * 4
-    kwargs = dict(alpha=0.5, temperature=2.0)
+    config = LossConfig(alpha=0.5, temperature=2.0, chunk_size=args.chunk_size)  # forward KL, mean of logits
 
     def step():
         hidden.grad = weight.grad = None
         if args.method == "unchunked":
-            out = blended_kd_loss(hidden @ weight.T, target, labels, **kwargs)  # (B, T, H) @ (H, V) -> (B, T, V)
+            out = blended_kd_loss(hidden @ weight.T, target, labels, config)  # (B, T, H) @ (H, V) -> (B, T, V)
         else:
-            out = chunked_kd_loss(hidden, weight, None, labels, target, chunk_size=args.chunk_size, **kwargs)
+            out = chunked_kd_loss(hidden, weight, None, labels, target, config)
         out.loss.backward()
         if device.type == "cuda":
             torch.cuda.synchronize()

@@ -76,7 +76,7 @@ def _setup(work: Path, preset: dict, words: int):
 
     from distill.data import build_blocks
     from distill.models import build_model
-    from distill.recipe import ModelConfig, _build
+    from distill.recipe import ModelConfig, section_from_dict
     from distill.tokenizer import train_tokenizer
 
     texts, count = [], 0
@@ -92,9 +92,7 @@ def _setup(work: Path, preset: dict, words: int):
     blocks = build_blocks(split, tokenizer, preset["seq_len"], work / "tokens")
     folders = []
     for spec in preset["teachers"]:
-        problems: list[str] = []
-        cfg = _build(ModelConfig, dict(spec), "teacher", problems)
-        assert not problems, problems
+        cfg = section_from_dict(ModelConfig, spec, "teacher")
         set_seed(0)
         model = build_model(cfg, preset["vocab"], preset["seq_len"])
         folder = work / "teachers" / spec["name"]
@@ -136,7 +134,7 @@ def _run(mode: str, work: Path, preset: dict, tokenizer, blocks, teachers, steps
 
         started = time.perf_counter()
         accelerator = make_accelerator(student.config.training, student.output_dir)
-        student._logit_cache(blocks, accelerator)
+        student.logit_cache(blocks, accelerator)
         cache_build = time.perf_counter() - started
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()

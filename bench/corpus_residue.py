@@ -196,8 +196,6 @@ def iter_articles(path: Path) -> Iterator[str]:
 def iter_wikisource_pages(path: Path) -> Iterator[str]:
     """Each ``Page:`` wikitext of a JSON file (a list of ``{"raw_text": ...}`` or a map of page title
     to wikitext), converted the way ``convert`` converts an article's pages."""
-    import json
-
     from distill.corpus.wikitext import wikitext_to_text
 
     data = json.loads(path.read_text(encoding="utf-8"))

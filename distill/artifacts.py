@@ -338,6 +338,18 @@ def _stamp_stale(recipe: Recipe, stage: str, outputs: list[Path], what: str) -> 
     return None if saved == stage_inputs(recipe, stage) else f"not made from the current {what}"
 
 
+def must_make(recipe: Recipe, stage: str, name: str | None = None, *, force: bool = False, log=print) -> bool:
+    """Whether a model folder must be (re)trained; ``log`` says it is skipped, or why it is redone."""
+    folder = recipe.paths.teacher(name) if stage == "teacher" else getattr(recipe.paths, stage)
+    label = f"teacher {name}" if stage == "teacher" else stage
+    reason = "--force" if force else why_stale(recipe, stage, name)
+    if reason is None:
+        log(f"{label}: finished in {folder}, skipping (--force retrains it)")
+    elif reason != NOT_MADE:
+        log(f"{label}: retraining {folder}: {reason}")
+    return reason is not None
+
+
 def why_stale(recipe: Recipe, stage: str, name: str | None = None) -> str | None:
     """Why ``stage``'s output for ``recipe`` must be (re)made; None when it is finished and current.
 

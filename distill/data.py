@@ -21,11 +21,14 @@ from typing import Iterable, Iterator
 import datasets
 import numpy as np
 import torch
+from torch.utils.data import Sampler
 
 from distill.atomic import atomic_dir
 from distill.errors import DistillError
 from distill.recipe import Recipe
-from distill.tokenizer import BOS_ID, EOS_ID, file_sha256, iter_records, tokenizer_sha256
+from distill.artifacts import file_sha256, tokenizer_sha256
+from distill.corpus.records import iter_records
+from distill.tokenizer import BOS_ID, EOS_ID
 
 FORMAT_VERSION = 1  # bump when the block layout changes, so old caches are not trusted
 META = "distill_blocks.json"
@@ -201,3 +204,22 @@ def unigram_perplexity(train_ids: Iterable[int] | np.ndarray, val_ids: Iterable[
     counts = np.bincount(train, minlength=size).astype(np.float64) + 1.0
     log_probs = np.log(counts) - math.log(counts.sum())
     return float(math.exp(-log_probs[val].mean()))
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A permutation that depends only on ``seed`` and the epoch, so a resumed run sees the same order."""
+
+    def __init__(self, num_items: int, seed: int):
+        self.num_items = num_items
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.num_items, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.num_items

@@ -26,14 +26,18 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import torch
+
 from distill import report as report_mod
 from distill.artifacts import (
     check_model_dir, is_finished, load_model, model_dirs, model_names, read_info, stage_inputs, tokenizer_sha256, write_stamp,
 )
 from distill.cli import ArgumentParser
+from distill.corpus.facts import Fact, read_facts
 from distill.corpus.records import iter_records
 from distill.errors import DistillError, cli_entry
 from distill.generate import encode_prompt, model_vocab_limit
+from distill.jsonl import read_jsonl
 from distill.recipe import Recipe, load_recipe
 
 FACT_KEYS = ("probe", "answer")
@@ -47,8 +51,6 @@ def _logits(model, tokenizer, input_ids, attention_mask=None, position_ids=None)
     """fp32 logits, sliced to the tokenizer's vocabulary (padded embedding rows are no token)."""
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False).logits
     return out[..., : model_vocab_limit(model, tokenizer)].float()
-
-
 
 
 def split_token_ids(tokenizer, split_path_or_texts: str | Path | Iterable[str]) -> list[int]:
@@ -91,8 +93,6 @@ def perplexity(model, tokenizer, split_path_or_texts: str | Path | Iterable[str]
     each block predicts its ``seq_len - 1`` next tokens. A split shorter than one block is scored as
     a single shorter block.
     """
-    import torch
-
     if seq_len < 2:
         raise DistillError(f"seq_len: {seq_len} must be 2 or more")
     if batch_size < 1:
@@ -120,16 +120,12 @@ def perplexity(model, tokenizer, split_path_or_texts: str | Path | Iterable[str]
     return {"loss": loss, "ppl": math.exp(loss) if loss < 700 else float("inf"), "tokens": count}
 
 
-
-
 def sentence_logprob(model, tokenizer, sentences: Sequence[str], *, batch_size: int = 32, device=None) -> list[float]:
     """Summed log-probability (nats) of each sentence's tokens after ``<s>``; ``<s>`` itself is not scored.
 
     Sentences are batched by length with right padding, an attention mask and explicit position ids,
     so a batch scores each sentence as it would be scored alone.
     """
-    import torch
-
     encoded = [encode_prompt(tokenizer, s) for s in sentences]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     scores = [0.0] * len(encoded)
@@ -154,33 +150,6 @@ def sentence_logprob(model, tokenizer, sentences: Sequence[str], *, batch_size: 
     return scores
 
 
-
-
-def _jsonl_rows(path: Path, required: Sequence[str], fix: str) -> list[tuple[int, dict]]:
-    """``(line number, object)`` for every non-blank line; DistillError naming file:line otherwise."""
-    rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DistillError(f"{path}: file not found; {fix}") from None
-    except UnicodeDecodeError:
-        raise DistillError(f"{path}: not UTF-8 text; {fix}") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DistillError(f"{path}:{number}: not valid JSON ({err.msg}); {fix}") from None
-        if not isinstance(row, dict):
-            raise DistillError(f"{path}:{number}: expected a JSON object; {fix}")
-        for key in required:
-            if not isinstance(row.get(key), str) or not row[key].strip():
-                raise DistillError(f"{path}:{number}: no {key!r} (or not a non-empty string); {fix}")
-        rows.append((number, row))
-    return rows
-
-
 def load_minimal_pairs(source: str | Path | Sequence[str | Path]) -> dict[str, list[dict]]:
     """``{file name: [pair, ...]}`` from a BLiMP-format folder (every ``*.jsonl``), a file, or a list of them."""
     sources = [source] if isinstance(source, (str, Path)) else list(source)
@@ -201,7 +170,7 @@ def load_minimal_pairs(source: str | Path | Sequence[str | Path]) -> dict[str, l
     fix = 'each line must be {"sentence_good": ..., "sentence_bad": ...} (BLiMP format)'
     pairs: dict[str, list[dict]] = {}
     for path in files:
-        rows = _jsonl_rows(path, ("sentence_good", "sentence_bad"), fix)
+        rows = read_jsonl(path, ("sentence_good", "sentence_bad"), fix)
         if not rows:
             raise DistillError(f"{path}: no minimal pairs in it; {fix}")
         name = path.stem if path.stem not in pairs else str(path.with_suffix(""))
@@ -249,12 +218,8 @@ def score_minimal_pairs(model, tokenizer, source: str | Path | Sequence[str | Pa
     return score_pairs(model, tokenizer, load_minimal_pairs(source), batch_size=batch_size, device=device)
 
 
-
-
 def load_facts(facts: str | Path | Sequence[dict]) -> list[dict]:
     """Fact probes ``{"fact", "probe", "answer"}`` from a JSONL file (or a list of dicts), checked."""
-    from distill.corpus.facts import Fact, read_facts
-
     if isinstance(facts, (str, Path)):
         parsed = read_facts(facts, need=FACT_KEYS)
     else:
@@ -280,8 +245,6 @@ def probe_facts(model, tokenizer, facts: str | Path | Sequence[dict], *, device=
     token among the whole vocabulary at that point (1 = top; ties count in the answer's favour);
     ``answer_tokens`` are the answer's token strings.
     """
-    import torch
-
     device = device or _device_of(model)
     results = []
     for fact in load_facts(facts):
@@ -316,8 +279,6 @@ def summarise_facts(probes: list[dict]) -> dict[str, Any]:
         "n": n,
         "probes": probes,
     }
-
-
 
 
 def _config_positions(model_dir: Path) -> int | None:
@@ -421,8 +382,6 @@ def evaluate_models(models: dict[str, str | Path], *, splits: dict[str, str | Pa
     }
     metrics = {name: report_mod.read_metrics(folder) for name, folder in folders.items()}
     return report_mod.write_report(report, out_dir, metrics)
-
-
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

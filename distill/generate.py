@@ -18,6 +18,11 @@ import threading
 import warnings
 from typing import Iterator
 
+import torch
+from transformers import (
+    GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer,
+)
+
 from distill.artifacts import load_model
 from distill.cli import ArgumentParser
 from distill.errors import DistillError, cli_entry
@@ -51,8 +56,6 @@ def _hard_position_limit(model) -> int | None:
     if getattr(getattr(model, "config", None), "model_type", None) == "gpt2":
         return _position_limit(model)
     return None
-
-
 
 
 def encode_prompt(tokenizer, text: str) -> list[int]:
@@ -104,8 +107,6 @@ def check_generation_args(prompt: str, *, max_new_tokens: int, temperature: floa
 
 def _prepare(model, tokenizer, prompt, max_new_tokens, context_length):
     """Prompt ids as a (1, L) tensor on the model's device, after the context checks."""
-    import torch
-
     ids = encode_prompt(tokenizer, prompt)
     hard = _hard_position_limit(model)
     if hard is not None and len(ids) >= hard:
@@ -130,9 +131,6 @@ def _prepare(model, tokenizer, prompt, max_new_tokens, context_length):
 
 
 def _generate_kwargs(model, tokenizer, input_ids, *, max_new_tokens, temperature, top_k, top_p, repetition_penalty, num_samples, stopping_criteria=None):
-    import torch
-    from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
-
     limit = model_vocab_limit(model, tokenizer)
 
     class _MaskPaddedVocab(LogitsProcessor):
@@ -168,8 +166,6 @@ def _generate_kwargs(model, tokenizer, input_ids, *, max_new_tokens, temperature
 @contextlib.contextmanager
 def _seeded_rng(model, seed: int):
     """Seed the model device's generator inside a forked RNG, leaving the caller's random state as it was."""
-    import torch
-
     device = next(model.parameters()).device
     index = (device.index if device.index is not None else torch.cuda.current_device()) if device.type == "cuda" else None
     with torch.random.fork_rng(devices=[] if index is None else [index]):
@@ -187,8 +183,6 @@ def _decode(tokenizer, ids: list[int]) -> str:
     return tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
 
-
-
 def generate(model, tokenizer, prompt: str, *, max_new_tokens: int = _DEFAULTS.max_new_tokens,
              temperature: float = _DEFAULTS.temperature, top_k: int = _DEFAULTS.top_k, top_p: float = _DEFAULTS.top_p,
              repetition_penalty: float = _DEFAULTS.repetition_penalty, seed: int = _DEFAULTS.seed, num_samples: int = 1,
@@ -200,8 +194,6 @@ def generate(model, tokenizer, prompt: str, *, max_new_tokens: int = _DEFAULTS.m
     (every sample then is the same text). Each sample ends before ``</s>`` or after
     ``max_new_tokens`` tokens. ``context_length`` overrides the trained context used for the warning.
     """
-    import torch
-
     check_generation_args(prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                           repetition_penalty=repetition_penalty, seed=seed, num_samples=num_samples)
     input_ids, max_new_tokens = _prepare(model, tokenizer, prompt, max_new_tokens, context_length)
@@ -226,9 +218,6 @@ def stream_generate(model, tokenizer, prompt: str, *, max_new_tokens: int = _DEF
     the generation within one token. ``stopping_criteria`` (a ``StoppingCriteriaList``) adds stops,
     e.g. a deadline.
     """
-    import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
-
     check_generation_args(prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                           repetition_penalty=repetition_penalty, seed=seed)
     input_ids, max_new_tokens = _prepare(model, tokenizer, prompt, max_new_tokens, context_length)
@@ -266,8 +255,6 @@ def stream_generate(model, tokenizer, prompt: str, *, max_new_tokens: int = _DEF
             raise errors[0]
 
     return pieces()
-
-
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -1,9 +1,9 @@
 """The recipe: one YAML file that drives every stage, as typed dataclasses.
 
 ``load_recipe(path, overrides)`` reads the YAML with ``yaml.safe_load``, applies ``key=value``
-command-line overrides, converts every section into its dataclass and checks it. Every problem
-(unknown key, wrong type, impossible value) is collected and raised once as a
-:class:`~distill.errors.DistillError` that names the key, the value and the fix, e.g.::
+command-line overrides, converts every section into its dataclass (:mod:`distill.typed_config`)
+and checks it. Every problem (unknown key, wrong type, impossible value) is collected and raised
+once as a :class:`~distill.errors.DistillError` that names the key, the value and the fix, e.g.::
 
     teachers[1].hidden_size: 1000 is not divisible by num_heads 16; pick a multiple of 16
 
@@ -19,19 +19,18 @@ current working directory, not the recipe's folder: run the commands from the re
 """
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence, Union
+from typing import Any, Literal, Optional, Sequence
 
 import yaml
 
-from distill.counts import parse_count
 from distill.errors import DistillError
+from distill.typed_config import (
+    INTERNAL, INVALID, apply_override, copy_plain, did_you_mean, from_plain, is_valid, resolve_paths, to_plain,
+)
 
 Arch = Literal["llama", "gpt2"]
 Scheduler = Literal["cosine", "linear", "constant"]
@@ -45,30 +44,13 @@ Tracker = Literal["tensorboard"]
 if typing.TYPE_CHECKING:
     from distill.losses import LossConfig
 
-# Fields marked internal are set by the loader, never read from YAML.
-_INTERNAL = {"internal": True}
-
-
-class _Invalid:
-    """Stands in for a value that failed its type check, so later checks can skip it."""
-
-    def __repr__(self) -> str:
-        return "<invalid>"
-
-
-INVALID: Any = _Invalid()
-
-
-def _ok(*values: Any) -> bool:
-    return not any(value is INVALID for value in values)
-
 
 class _Section:
     """Shared behaviour of every recipe section."""
 
     def to_dict(self) -> dict[str, Any]:
         """The section as plain YAML/JSON-ready data (paths as strings, internal fields left out)."""
-        return _plain(self)
+        return to_plain(self)
 
     def problems(self, key: str, recipe: "Recipe | None" = None) -> list[str]:
         """Value checks beyond types, as ``key: message`` lines (empty when all is well)."""
@@ -92,9 +74,9 @@ class CorpusConfig(_Section):
         out = []
         for name in ("train_words", "val_words", "test_words"):
             value = getattr(self, name)
-            if _ok(value) and value <= 0:
+            if is_valid(value) and value <= 0:
                 out.append(f"{key}.{name}: {value} must be positive; give a word budget such as 400_000 or 10M")
-        if _ok(self.fact_repeats) and self.fact_repeats < 0:
+        if is_valid(self.fact_repeats) and self.fact_repeats < 0:
             out.append(f"{key}.fact_repeats: {self.fact_repeats} must be 0 or more")
         return out
 
@@ -106,9 +88,9 @@ class TokenizerConfig(_Section):
 
     def problems(self, key, recipe=None):
         out = []
-        if _ok(self.vocab_size) and self.vocab_size < 259:
+        if is_valid(self.vocab_size) and self.vocab_size < 259:
             out.append(f"{key}.vocab_size: {self.vocab_size} is below 259 (256 byte tokens + 3 specials); pick 259 or more")
-        if _ok(self.min_frequency) and self.min_frequency < 1:
+        if is_valid(self.min_frequency) and self.min_frequency < 1:
             out.append(f"{key}.min_frequency: {self.min_frequency} must be 1 or more")
         return out
 
@@ -118,7 +100,7 @@ class DataConfig(_Section):
     seq_len: int = 128  # tokens per training block (the models' context during training)
 
     def problems(self, key, recipe=None):
-        if _ok(self.seq_len) and self.seq_len < 2:
+        if is_valid(self.seq_len) and self.seq_len < 2:
             return [f"{key}.seq_len: {self.seq_len} must be 2 or more"]
         return []
 
@@ -148,21 +130,21 @@ class TrainingConfig(_Section):
         positive = ("epochs", "batch_size", "grad_accum", "log_every", "keep_checkpoints")
         for name in positive:
             value = getattr(self, name)
-            if _ok(value) and value < 1:
+            if is_valid(value) and value < 1:
                 out.append(f"{key}.{name}: {value} must be 1 or more")
         for name in ("max_steps", "eval_every"):
             value = getattr(self, name)
-            if _ok(value) and value is not None and value < 1:
+            if is_valid(value) and value is not None and value < 1:
                 out.append(f"{key}.{name}: {value} must be 1 or more, or null")
         for name in ("warmup_steps", "save_every"):
             value = getattr(self, name)
-            if _ok(value) and value < 0:
+            if is_valid(value) and value < 0:
                 out.append(f"{key}.{name}: {value} must be 0 or more")
-        if _ok(self.lr) and not self.lr > 0:
+        if is_valid(self.lr) and not self.lr > 0:
             out.append(f"{key}.lr: {self.lr} must be positive; try 3e-4")
-        if _ok(self.weight_decay) and self.weight_decay < 0:
+        if is_valid(self.weight_decay) and self.weight_decay < 0:
             out.append(f"{key}.weight_decay: {self.weight_decay} must be 0 or more")
-        if _ok(self.max_grad_norm) and self.max_grad_norm is not None and self.max_grad_norm < 0:
+        if is_valid(self.max_grad_norm) and self.max_grad_norm is not None and self.max_grad_norm < 0:
             out.append(f"{key}.max_grad_norm: {self.max_grad_norm} must be positive, or null for no clipping")
         return out
 
@@ -181,24 +163,24 @@ class ModelConfig(_Section):
     training: TrainingConfig = field(default_factory=TrainingConfig)  # optimisation settings of this model
 
     def __post_init__(self):
-        if self.intermediate_size is None and self.arch == "gpt2" and _ok(self.hidden_size):
+        if self.intermediate_size is None and self.arch == "gpt2" and is_valid(self.hidden_size):
             self.intermediate_size = 4 * self.hidden_size
 
     def problems(self, key, recipe=None):
         out = []
-        if _ok(self.name) and not _SAFE_NAME.fullmatch(self.name or ""):
+        if is_valid(self.name) and not _SAFE_NAME.fullmatch(self.name or ""):
             out.append(f"{key}.name: {self.name!r} is not a safe folder name; use letters, digits, '-', '_' or '.'")
         for name in ("hidden_size", "num_layers", "num_heads"):
             value = getattr(self, name)
-            if _ok(value) and value < 1:
+            if is_valid(value) and value < 1:
                 out.append(f"{key}.{name}: {value} must be 1 or more")
-        if _ok(self.hidden_size, self.num_heads) and self.hidden_size >= 1 and self.num_heads >= 1:
+        if is_valid(self.hidden_size, self.num_heads) and self.hidden_size >= 1 and self.num_heads >= 1:
             if self.hidden_size % self.num_heads:
                 out.append(
                     f"{key}.hidden_size: {self.hidden_size} is not divisible by num_heads {self.num_heads}; "
                     f"pick a multiple of {self.num_heads}"
                 )
-        if _ok(self.intermediate_size, self.arch, self.hidden_size):
+        if is_valid(self.intermediate_size, self.arch, self.hidden_size):
             if self.intermediate_size is None:
                 out.append(
                     f"{key}.intermediate_size: missing; llama needs the MLP width, "
@@ -206,7 +188,7 @@ class ModelConfig(_Section):
                 )
             elif self.intermediate_size < 1:
                 out.append(f"{key}.intermediate_size: {self.intermediate_size} must be 1 or more")
-        if _ok(self.num_kv_heads, self.arch, self.num_heads) and self.num_kv_heads is not None:
+        if is_valid(self.num_kv_heads, self.arch, self.num_heads) and self.num_kv_heads is not None:
             if self.arch == "gpt2":
                 out.append(f"{key}.num_kv_heads: gpt2 has no grouped-query attention; remove num_kv_heads")
             elif self.num_kv_heads < 1 or (self.num_heads >= 1 and self.num_heads % self.num_kv_heads):
@@ -214,7 +196,7 @@ class ModelConfig(_Section):
                     f"{key}.num_kv_heads: {self.num_kv_heads} must divide num_heads {self.num_heads}; "
                     f"pick a divisor of {self.num_heads}"
                 )
-        if _ok(self.dropout) and self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+        if is_valid(self.dropout) and self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             out.append(f"{key}.dropout: {self.dropout} must be in [0, 1), or null for the arch default")
         if isinstance(self.training, TrainingConfig):
             out += self.training.problems(f"{key}.training", recipe)
@@ -229,12 +211,12 @@ class LogitCacheConfig(_Section):
 
     def problems(self, key, recipe=None):
         out = []
-        if _ok(self.top_k) and self.top_k < 1:
+        if is_valid(self.top_k) and self.top_k < 1:
             out.append(f"{key}.top_k: {self.top_k} must be 1 or more")
         elif (
             recipe is not None
             and isinstance(recipe.tokenizer, TokenizerConfig)
-            and _ok(self.top_k, recipe.tokenizer.vocab_size)
+            and is_valid(self.top_k, recipe.tokenizer.vocab_size)
             and self.top_k > recipe.tokenizer.vocab_size
         ):
             out.append(
@@ -276,13 +258,13 @@ class StudentConfig(ModelConfig):
 
     def problems(self, key, recipe=None):
         out = super().problems(key, recipe)
-        if _ok(self.alpha) and not 0.0 <= self.alpha <= 1.0:
+        if is_valid(self.alpha) and not 0.0 <= self.alpha <= 1.0:
             out.append(f"{key}.alpha: {self.alpha} must be between 0 and 1 (1 = plain CE, no distillation)")
-        if _ok(self.temperature) and not self.temperature > 0:
+        if is_valid(self.temperature) and not self.temperature > 0:
             out.append(f"{key}.temperature: {self.temperature} must be positive; BabyLlama uses 2.0")
-        if _ok(self.chunk_size) and self.chunk_size < 1:
+        if is_valid(self.chunk_size) and self.chunk_size < 1:
             out.append(f"{key}.chunk_size: {self.chunk_size} must be 1 or more")
-        if _ok(self.teacher_weights) and self.teacher_weights is not None:
+        if is_valid(self.teacher_weights) and self.teacher_weights is not None:
             weights = self.teacher_weights
             if recipe is not None and isinstance(recipe.teachers, list) and len(weights) != len(recipe.teachers):
                 out.append(
@@ -310,17 +292,17 @@ class GenerateConfig(_Section):
 
     def problems(self, key, recipe=None):
         out = []
-        if _ok(self.max_new_tokens) and self.max_new_tokens < 1:
+        if is_valid(self.max_new_tokens) and self.max_new_tokens < 1:
             out.append(f"{key}.max_new_tokens: {self.max_new_tokens} must be 1 or more")
-        if _ok(self.prompts) and (not self.prompts or not all(_ok(p) and p.strip() for p in self.prompts)):
+        if is_valid(self.prompts) and (not self.prompts or not all(is_valid(p) and p.strip() for p in self.prompts)):
             out.append(f"{key}.prompts: {self.prompts} must be a list of non-empty prompts, e.g. [\"London was\"]")
-        if _ok(self.temperature) and self.temperature < 0:
+        if is_valid(self.temperature) and self.temperature < 0:
             out.append(f"{key}.temperature: {self.temperature} is negative; use 0 for greedy decoding or a positive value such as 0.8")
-        if _ok(self.top_k) and self.top_k < 0:
+        if is_valid(self.top_k) and self.top_k < 0:
             out.append(f"{key}.top_k: {self.top_k} must be 0 (no limit) or more")
-        if _ok(self.top_p) and not 0 < self.top_p <= 1:
+        if is_valid(self.top_p) and not 0 < self.top_p <= 1:
             out.append(f"{key}.top_p: {self.top_p} must be in (0, 1]")
-        if _ok(self.repetition_penalty) and not self.repetition_penalty > 0:
+        if is_valid(self.repetition_penalty) and not self.repetition_penalty > 0:
             out.append(f"{key}.repetition_penalty: {self.repetition_penalty} must be positive (1.0 = none)")
         return out
 
@@ -343,11 +325,11 @@ class Recipe(_Section):
     student: StudentConfig  # the distilled student and its loss
     generate: GenerateConfig = field(default_factory=GenerateConfig)  # sampling after training
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)  # evaluation settings
-    source: Optional[Path] = field(default=None, metadata=_INTERNAL)  # the YAML file this came from
-    overrides: tuple[str, ...] = field(default=(), metadata=_INTERNAL)  # the key=value overrides applied
+    source: Optional[Path] = field(default=None, metadata=INTERNAL)  # the YAML file this came from
+    overrides: tuple[str, ...] = field(default=(), metadata=INTERNAL)  # the key=value overrides applied
 
     def __post_init__(self):
-        if self.output_dir is None and _ok(self.name) and isinstance(self.name, str):
+        if self.output_dir is None and is_valid(self.name) and isinstance(self.name, str):
             self.output_dir = Path("models") / self.name
 
     @property
@@ -370,7 +352,7 @@ class Recipe(_Section):
 
     def problems(self, key="", recipe=None):
         out = []
-        if _ok(self.name) and not _SAFE_NAME.fullmatch(self.name or ""):
+        if is_valid(self.name) and not _SAFE_NAME.fullmatch(self.name or ""):
             out.append(f"name: {self.name!r} is not a safe folder name; use letters, digits, '-', '_' or '.'")
         for section in ("corpus", "tokenizer", "data"):
             value = getattr(self, section)
@@ -384,14 +366,14 @@ class Recipe(_Section):
                 if not isinstance(teacher, ModelConfig):
                     continue
                 out += teacher.problems(f"teachers[{i}]", self)
-                if _ok(teacher.name) and teacher.name in seen:
+                if is_valid(teacher.name) and teacher.name in seen:
                     out.append(f"teachers[{i}].name: {teacher.name!r} is already used by teachers[{seen[teacher.name]}]; names must be unique")
                 seen.setdefault(teacher.name, i)
             # One process trains all teachers and Accelerate fixes mixed precision once per process.
             precisions = {
                 t.training.mixed_precision
                 for t in self.teachers
-                if isinstance(t, ModelConfig) and isinstance(t.training, TrainingConfig) and _ok(t.training.mixed_precision)
+                if isinstance(t, ModelConfig) and isinstance(t.training, TrainingConfig) and is_valid(t.training.mixed_precision)
             }
             if len(precisions) > 1:
                 out.append(
@@ -455,9 +437,6 @@ class RecipePaths:
         return self.root / "report"
 
 
-# ----------------------------------------------------------------------------- loading
-
-
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     """Read, override, convert and check a recipe; raise one DistillError listing every problem."""
     path = Path(path)
@@ -481,16 +460,16 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
 def recipe_from_dict(data: dict, overrides: Sequence[str] = (), source: Path | None = None) -> Recipe:
     """Like :func:`load_recipe` for data already in memory (a dict as YAML would give it)."""
     problems: list[str] = []
-    data = _deepcopy(data)
+    data = copy_plain(data)
     for override in overrides:
-        _apply_override(data, override, problems)
-    recipe = _build(Recipe, data, "", problems)
+        apply_override(data, override, problems)
+    recipe = from_plain(Recipe, data, "", problems)
     if isinstance(recipe, Recipe):
         problems += recipe.problems()
         recipe.source = source
         recipe.overrides = tuple(overrides)
         if not problems:
-            _resolve_paths(recipe)
+            resolve_paths(recipe)
     if problems:
         where = str(source) if source else "recipe"
         if len(problems) == 1:
@@ -504,227 +483,9 @@ def section_from_dict(cls: type[_S], data: Any, key: str) -> _S:
     """One recipe section (e.g. :class:`StudentConfig`) from a mapping as YAML gives it, checked as
     in a recipe: one DistillError lists every problem, each named under ``key`` (``student.alpha: ...``)."""
     problems: list[str] = []
-    section = _build(cls, _deepcopy(data), key, problems)
+    section = from_plain(cls, copy_plain(data), key, problems)
     if isinstance(section, cls):
         problems += section.problems(key)
     if problems:
         raise DistillError("; ".join(problems))
     return section
-
-
-def _resolve_paths(obj: Any) -> None:
-    """Make every Path field absolute, relative to the current working directory."""
-    if isinstance(obj, list):
-        for item in obj:
-            _resolve_paths(item)
-        return
-    if not dataclasses.is_dataclass(obj):
-        return
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        if f.metadata.get("internal"):
-            continue
-        if isinstance(value, Path):
-            setattr(obj, f.name, (Path.cwd() / value.expanduser()).resolve() if not value.is_absolute() else value)
-        else:
-            _resolve_paths(value)
-
-
-def _deepcopy(data: Any) -> Any:
-    if isinstance(data, dict):
-        return {k: _deepcopy(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_deepcopy(v) for v in data]
-    return data
-
-
-_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
-
-
-def _split_key(key: str) -> list[str]:
-    return [m.group(1) or m.group(2) for m in _TOKEN.finditer(key)]
-
-
-def _apply_override(data: dict, override: str, problems: list[str]) -> None:
-    """Set ``a.b.0.c=value`` in the raw recipe dict; the normal checks then see the result."""
-    if "=" not in override:
-        problems.append(f"override {override!r}: expected key=value, e.g. student.alpha=0.7")
-        return
-    key, raw = override.split("=", 1)
-    parts = _split_key(key.strip())
-    if not parts:
-        problems.append(f"override {override!r}: empty key; expected key=value, e.g. student.alpha=0.7")
-        return
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        value = raw
-    node: Any = data
-    for depth, part in enumerate(parts):
-        last = depth == len(parts) - 1
-        where = ".".join(parts[: depth + 1])
-        if isinstance(node, list):
-            index = _list_index(node, part)
-            if index is None:
-                names = [item.get("name") for item in node if isinstance(item, dict) and item.get("name")]
-                hint = f" or a name ({', '.join(map(str, names))})" if names else ""
-                problems.append(f"override {override!r}: {where}: pick an index 0..{len(node) - 1}{hint}")
-                return
-            if last:
-                node[index] = value
-            else:
-                node = node[index]
-        elif isinstance(node, dict):
-            if last:
-                node[part] = value
-            else:
-                if not isinstance(node.get(part), (dict, list)):
-                    node[part] = {}
-                node = node[part]
-        else:
-            problems.append(f"override {override!r}: {'.'.join(parts[:depth])} is a value, not a section")
-            return
-
-
-def _list_index(items: list, part: str) -> int | None:
-    if part.isdigit():
-        index = int(part)
-        return index if index < len(items) else None
-    for index, item in enumerate(items):
-        if isinstance(item, dict) and item.get("name") == part:
-            return index
-    return None
-
-
-def did_you_mean(word: str, options: Sequence[str]) -> str:
-    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.5)
-    if close:
-        return f"; did you mean {close[0]!r}?"
-    return f"; valid: {', '.join(options)}" if options else ""
-
-
-def _build(cls: type, data: Any, key: str, problems: list[str]) -> Any:
-    """Convert a mapping into dataclass ``cls``, recording problems instead of stopping at the first."""
-    where = key or "recipe"
-    if not isinstance(data, dict):
-        problems.append(f"{where}: expected a mapping of keys, got {_show(data)}")
-        return INVALID
-    hints = typing.get_type_hints(cls)
-    known = [f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("internal")]
-    names = [f.name for f in known]
-    prefix = f"{key}." if key else ""
-    for name in data:
-        if name not in names:
-            problems.append(f"{prefix}{name}: unknown key{_suggest_key(str(name), cls, hints, known)}")
-    kwargs = {}
-    for f in known:
-        if f.name in data:
-            kwargs[f.name] = _coerce(data[f.name], hints[f.name], f"{prefix}{f.name}", problems)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            problems.append(f"{prefix}{f.name}: missing; add it ({_describe(hints[f.name])})")
-            kwargs[f.name] = INVALID
-    return cls(**kwargs)
-
-
-def _suggest_key(name: str, cls: type, hints: dict, known: list) -> str:
-    names = [f.name for f in known]
-    close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
-    if close:
-        return f"; did you mean {close[0]!r}?"
-    # A key that belongs one level down (``teachers.0.lr`` for ``teachers.0.training.lr``).
-    for f in known:
-        sub = hints[f.name]
-        if dataclasses.is_dataclass(sub) and name in {g.name for g in dataclasses.fields(sub)}:
-            return f"; did you mean '{f.name}.{name}'?"
-    return f"; valid keys: {', '.join(names)}"
-
-
-def _describe(tp: Any) -> str:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is Literal:
-        return "one of " + " | ".join(map(str, args))
-    if origin in (Union, types.UnionType):
-        inner = [a for a in args if a is not type(None)]
-        return " or ".join(_describe(a) for a in inner) + (" or null" if len(inner) < len(args) else "")
-    if origin is list:
-        if dataclasses.is_dataclass(args[0]):
-            return "a list of mappings; see recipes/tiny.yaml"
-        return f"a list of {_describe(args[0])}"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping; see recipes/tiny.yaml"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", Path: "a path"}.get(tp, str(tp))
-
-
-def _show(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-
-
-def _coerce(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        if len(inner) == 1:
-            return _coerce(value, inner[0], key, problems)
-        return value
-    if origin is Literal:
-        if value in args and not isinstance(value, bool):
-            return value
-        choices = [str(a) for a in args]
-        close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        problems.append(f"{key}: {_show(value)} is not one of {' | '.join(choices)}{hint}")
-        return INVALID
-    if origin in (list, tuple):
-        if not isinstance(value, list):
-            problems.append(f"{key}: expected {_describe(tp)}, got {_show(value)}")
-            return INVALID
-        return [_coerce(item, args[0], f"{key}[{i}]", problems) for i, item in enumerate(value)]
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key, problems)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return parse_count(value, key)
-            except DistillError:
-                pass  # not a count: reported below as the wrong type
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.replace("_", ""))
-            except ValueError:
-                pass
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    elif tp is Path:
-        if isinstance(value, str) and value:
-            return Path(value)
-    elif tp is Any:
-        return value
-    problems.append(f"{key}: expected {_describe(tp)}, got {_show(value)}")
-    return INVALID
-
-
-def _plain(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return {
-            f.name: _plain(getattr(obj, f.name))
-            for f in dataclasses.fields(obj)
-            if not f.metadata.get("internal")
-        }
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj

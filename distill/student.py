@@ -34,13 +34,12 @@ import copy
 import dataclasses
 import gc
 import json
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 from accelerate.utils import set_seed
 
-from distill.artifacts import NOT_MADE, ModelInfo, is_finished, load_model, manifest_sha256, read_info, refuse_unfinished, why_stale, write_info
+from distill.artifacts import ModelInfo, is_finished, load_model, manifest_sha256, must_make, read_info, refuse_unfinished, write_info
 from distill.atomic import atomic_dir
 from distill.corpus.facts import train_split_without_facts
 from distill.data import IndexedBlocks, as_blocks
@@ -370,16 +369,12 @@ def run(recipe: Recipe, *, only: str | None = None, force: bool = False, resume:
     runs = _runs(recipe, only)
     _check_inputs(recipe, runs, force=force, resume=resume)
     state = distributed_state()
+    main_log = print if state.is_main_process else (lambda message: None)
     results = {}
     for name in runs:
-        folder = recipe.paths.student if name == "student" else recipe.paths.baseline
-        reason = "--force" if force else why_stale(recipe, name)
-        if reason is None:
-            if state.is_main_process:
-                print(f"{name}: finished in {folder}, skipping (--force retrains it)")
+        if not must_make(recipe, name, force=force, log=main_log):
             continue
-        if reason != NOT_MADE and state.is_main_process:
-            print(f"{name}: retraining {folder}: {reason}", file=sys.stderr)
+        folder = recipe.paths.student if name == "student" else recipe.paths.baseline
         student = Student.from_loaded_recipe(recipe, baseline=name == "baseline")
         metrics = student.distill(resume=resume)
         if state.is_main_process:

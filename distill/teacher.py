@@ -12,11 +12,10 @@ stopped by SIGTERM saves a checkpoint and exits with code 143; ``--resume`` cont
 from __future__ import annotations
 
 import gc
-import sys
 
 from accelerate.utils import set_seed
 
-from distill.artifacts import NOT_MADE, ModelInfo, manifest_sha256, refuse_unfinished, tokenizer_sha256, why_stale
+from distill.artifacts import ModelInfo, manifest_sha256, must_make, refuse_unfinished, tokenizer_sha256
 from distill.cli import load, parse, recipe_parser
 from distill.data import block_ids, load_blocks, unigram_perplexity
 from distill.errors import DistillError, cli_entry
@@ -37,18 +36,8 @@ def plan(recipe: Recipe, *, only: list[str] | None = None, force: bool = False, 
     for teacher in chosen:
         refuse_unfinished(recipe.paths.teacher(teacher.name), resume or force)
     state = distributed_state()
-    todo = []
-    for teacher in chosen:
-        reason = "--force" if force else why_stale(recipe, "teacher", teacher.name)
-        folder = recipe.paths.teacher(teacher.name)
-        if reason is None:
-            if state.is_main_process:
-                print(f"teacher {teacher.name}: finished in {folder}, skipping (--force retrains it)")
-            continue
-        if reason != NOT_MADE and state.is_main_process:
-            print(f"teacher {teacher.name}: retraining {folder}: {reason}", file=sys.stderr)
-        todo.append(teacher)
-    return todo
+    main_log = print if state.is_main_process else (lambda message: None)
+    return [teacher for teacher in chosen if must_make(recipe, "teacher", teacher.name, force=force, log=main_log)]
 
 
 def run(recipe: Recipe, *, only: list[str] | None = None, force: bool = False, resume: bool = False) -> dict[str, dict]:

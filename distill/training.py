@@ -49,18 +49,18 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from accelerate import Accelerator
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from distill.artifacts import INFO_FILE, ModelInfo, write_info
 from distill.atomic import atomic_dir
 from distill.checkpoints import CHECKPOINTS, StopSignal, latest_checkpoint, save_checkpoint, truncate_metrics
-from distill.data import collate_blocks
+from distill.data import EpochShuffleSampler, collate_blocks
 from distill.distributed import make_accelerator
 from distill.errors import DistillError, TrainingInterrupted
 from distill.models import count_parameters
@@ -97,25 +97,6 @@ def causal_lm_loss(model: torch.nn.Module, batch: dict, window: LossWindow):
         use_cache=False,
     )
     return out.loss, {}
-
-
-class EpochShuffleSampler(Sampler[int]):
-    """A permutation that depends only on ``seed`` and the epoch, so a resumed run sees the same order."""
-
-    def __init__(self, num_items: int, seed: int):
-        self.num_items = num_items
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.num_items, generator=generator).tolist())
-
-    def __len__(self) -> int:
-        return self.num_items
 
 
 class _Progress:

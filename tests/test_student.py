@@ -50,7 +50,6 @@ def recipe(trained, tmp_path):
     return write_recipe(tmp_path / "tiny.yaml", data)
 
 
-@pytest.mark.slow
 def test_student_api_distills_saves_loads_and_generates(recipe, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -168,7 +167,6 @@ def test_logit_cache_trains_close_to_live_and_refuses_other_settings(recipe, cap
     assert "teacher_hashes" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_baseline_is_the_same_student_without_teachers(recipe, capsys):
     assert main([str(recipe), "--baseline"]) == 0
     paths = load_recipe(recipe).paths
@@ -275,7 +273,7 @@ def test_teacher_heads_accept_hidden_states_in_another_dtype():
 def test_facts_can_be_kept_from_the_student(recipe, articles):
     """``facts_in_train: false``: the student (and baseline) train on the split minus the injected facts."""
     from distill.corpus.split import write_splits as split_corpus
-    from distill.tokenizer import iter_records
+    from distill.corpus.records import iter_records
 
     paths = load_recipe(recipe).paths
     shutil.rmtree(paths.corpus)

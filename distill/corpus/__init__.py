@@ -12,6 +12,7 @@ from __future__ import annotations
 from distill.corpus.build import build_splits
 from distill.corpus.clean import clean_text
 from distill.corpus.records import read_split
-from distill.corpus.split import parse_word_budget, split_by_word_budget
+from distill.corpus.split import split_by_word_budget
+from distill.counts import parse_count
 
-__all__ = ["build_splits", "clean_text", "parse_word_budget", "read_split", "split_by_word_budget"]
+__all__ = ["build_splits", "clean_text", "parse_count", "read_split", "split_by_word_budget"]

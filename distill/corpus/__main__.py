@@ -18,7 +18,15 @@ import sys
 from pathlib import Path
 
 from distill.cli import ArgumentParser
-from distill.corpus.combine import DEFAULT_SOURCE
+from distill.corpus import build
+from distill.corpus.clean import clean_file
+from distill.corpus.combine import DEFAULT_SOURCE, combine
+from distill.corpus.convert import convert
+from distill.corpus.gutenberg_fetch import fetch_gutenberg
+from distill.corpus.records import read_split
+from distill.corpus.scrape import scrape
+from distill.corpus.split import SPLITS, write_splits
+from distill.counts import parse_count
 from distill.errors import DistillError, cli_entry
 from distill.recipe import Recipe, load_recipe
 
@@ -133,8 +141,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _scrape(args: argparse.Namespace) -> None:
-    from distill.corpus.scrape import scrape
-
     stored = 0
 
     def report(title: str, path: Path) -> None:
@@ -151,8 +157,6 @@ def _scrape(args: argparse.Namespace) -> None:
 
 
 def _fetch_gutenberg(args: argparse.Namespace) -> None:
-    from distill.corpus.gutenberg_fetch import fetch_gutenberg
-
     def report_file(index: int, total: int, entry, status: str) -> None:
         print(f"[{index}/{total}] {entry.file} {status}", file=sys.stderr)
 
@@ -167,28 +171,18 @@ def _fetch_gutenberg(args: argparse.Namespace) -> None:
 
 
 def _convert(args: argparse.Namespace) -> None:
-    from distill.corpus.convert import convert
-
     _print(convert(args.source, args.out, args.format, min_words=args.min_words, max_words=args.max_words, max_bytes=args.max_bytes, keep_incomplete=args.keep_incomplete))
 
 
 def _combine(args: argparse.Namespace) -> None:
-    from distill.corpus.combine import combine
-
     _print(combine(args.source, args.out))
 
 
 def _clean(args: argparse.Namespace) -> None:
-    from distill.corpus.clean import clean_file
-
     _print(clean_file(args.input, args.out))
 
 
 def _split(args: argparse.Namespace) -> None:
-    from distill.corpus.records import read_split
-    from distill.corpus.split import SPLITS, write_splits
-    from distill.counts import parse_count
-
     budgets = {name: parse_count(getattr(args, f"{name}_words") or 0, f"--{name}-words") for name in SPLITS}
     texts = read_split(args.input)
     manifest = write_splits(
@@ -200,12 +194,8 @@ def _split(args: argparse.Namespace) -> None:
 
 def _all(args: argparse.Namespace) -> None:
     if args.recipe:
-        from distill.corpus.build import run
-
-        run(_with_flags(load_recipe(args.recipe, args.overrides), args), out=args.out, allow_short=args.allow_short)
+        build.run(_with_flags(load_recipe(args.recipe, args.overrides), args), out=args.out, allow_short=args.allow_short)
         return
-    from distill.corpus.build import build_splits
-
     if args.overrides:
         raise DistillError(f"{' '.join(args.overrides)}: key=value overrides change a recipe; give it with --recipe RECIPE.yaml")
     if args.out is None:
@@ -218,7 +208,7 @@ def _all(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         return default if value is None else value
 
-    manifest = build_splits(
+    manifest = build.build_splits(
         args.source or DEFAULT_SOURCE, args.out, train_words=args.train_words, val_words=pick("val_words", 0),
         test_words=pick("test_words", 0), seed=pick("seed", 0), facts=pick("facts", None),
         fact_repeats=pick("fact_repeats", 0), allow_short=args.allow_short,
@@ -228,8 +218,6 @@ def _all(args: argparse.Namespace) -> None:
 
 def _with_flags(recipe: Recipe, args: argparse.Namespace) -> Recipe:
     """The recipe with its ``corpus:`` values replaced by the flags given on the command line."""
-    from distill.counts import parse_count
-
     changes: dict = {}
     for name in ("source", "facts"):
         if getattr(args, name) is not None:

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 from distill.corpus.clean import clean_records
 from distill.corpus.combine import read_text_articles
+from distill.corpus.convert import convert_source
+from distill.corpus.gutenberg_slices import gutenberg_files, is_gutenberg_file
 from distill.corpus.records import iter_records, strip_markers
 from distill.corpus.split import SPLITS, write_splits
 from distill.counts import parse_count
@@ -30,8 +32,6 @@ def load_source_texts(source: str | Path) -> list[str]:
     source = Path(source)
     if source.is_file():
         if source.suffix == ".json":
-            from distill.corpus.convert import convert_source
-
             return [a.text.strip() for a in convert_source(source).articles]
         return list(iter_records(source))
     if not source.is_dir():
@@ -42,14 +42,10 @@ def load_source_texts(source: str | Path) -> list[str]:
             "or point --source (corpus.source in a recipe) at an existing folder such as corpora/britannica-1911-sample "
             "(relative paths start at the working directory: run from the repository root)"
         )
-    from distill.corpus.gutenberg_slices import gutenberg_files, is_gutenberg_file
-
     slices = any(is_gutenberg_file(path) for path in gutenberg_files(source))
     if any(source.glob("*.txt")) and not slices:
         return read_text_articles(source)
     if slices or any(source.glob("*.json")):
-        from distill.corpus.convert import convert_source
-
         return [strip_markers(a.text).strip() for a in convert_source(source).articles]
     raise DistillError(f"{source}: holds no .txt or .json article files; point --source at the shipped sample or a scrape/convert output")
 

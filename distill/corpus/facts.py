@@ -12,12 +12,12 @@ injection for a student that must learn the facts only through its teachers.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
+from distill.artifacts import file_sha256
 from distill.atomic import atomic_write_text
 from distill.corpus.clean import clean_text
 from distill.corpus.records import format_record, iter_records
@@ -99,7 +99,7 @@ def train_split_without_facts(paths: "RecipePaths") -> Path:
             f"{split}: found {dropped} of the {info.get('records')} injected fact records; the facts file "
             f"{info['file']} changed since the corpus was built: rebuild it (python -m distill.corpus all --recipe ...)"
         )
-    digest = hashlib.sha256(split.read_bytes()).hexdigest()[:16]
+    digest = file_sha256(split)[:16]
     out = paths.tokens / f"train-without-facts-{digest}.txt"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)

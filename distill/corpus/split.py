@@ -28,11 +28,11 @@ import random
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from distill.artifacts import file_sha256
 from distill.atomic import atomic_dir, atomic_write_json
 from distill.corpus.clean import clean_text
 from distill.corpus.facts import read_facts
 from distill.corpus.records import count_words, format_record, record_title, records_sha256
-from distill.counts import parse_count
 from distill.errors import DistillError
 
 SPLITS = ("train", "val", "test")
@@ -41,9 +41,6 @@ SPLIT_FILES = {f"{name}.txt" for name in SPLITS} | {"manifest.json"}
 RECORD_FORMAT = "one record per article: '<s> TEXT </s>\\n'; TEXT's first line is the title, paragraphs are separated by '\\n'"
 
 MAX_SWAPS = 16  # swaps per split; in practice 2-4 already reach the best a swap can do
-
-# distill.corpus (__init__, __main__) still import the old name; the parser lives in distill.counts.
-parse_word_budget = parse_count
 
 
 def split_by_word_budget(word_counts: Sequence[int], budgets: Mapping[str, int], seed: int) -> dict[str, list[int]]:
@@ -255,7 +252,7 @@ def _fact_records(facts: str | Path | None, fact_repeats: int) -> tuple[list[str
     records = [fact for fact in sentences for _ in range(fact_repeats)]
     info = {
         "file": str(facts),
-        "sha256": hashlib.sha256(Path(facts).read_bytes()).hexdigest(),
+        "sha256": file_sha256(facts),
         "facts": len(sentences),
         "repeats": fact_repeats,
         "records": len(records),
