@@ -405,7 +405,7 @@ def torch_dtype(dtype):
 
 
 def default_device() -> str:
-    import torch
+    import torch  # as in torch_dtype: the corpus commands use this module without torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
