@@ -222,13 +222,11 @@ def expected_info(recipe: Recipe, role: str, name: str | None = None) -> ModelIn
     tok_hash = tokenizer_sha256(tokenizer) if tokenizer.is_file() else None
     if role == "teacher":
         return ModelInfo(name=name or "", role=role, recipe=recipe.teacher(name).to_dict(), tokenizer_sha256=tok_hash)
-    section = recipe.student.to_dict()
-    if role == "baseline":
-        section["alpha"] = 1.0
+    section = recipe.student.as_baseline() if role == "baseline" else recipe.student
     hashes = None
-    if section["alpha"] < 1:
+    if section.uses_teachers:
         hashes = {t.name: model_folder_sha256(paths.teacher(t.name)) for t in recipe.teachers}
-    return ModelInfo(name=name or role, role=role, recipe=section, tokenizer_sha256=tok_hash, teacher_hashes=hashes)
+    return ModelInfo(name=name or role, role=role, recipe=section.to_dict(), tokenizer_sha256=tok_hash, teacher_hashes=hashes)
 
 
 def model_stale(folder: str | Path, expected: ModelInfo) -> str | None:

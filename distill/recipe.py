@@ -19,6 +19,8 @@ current working directory, not the recipe's folder: run the commands from the re
 """
 from __future__ import annotations
 
+import dataclasses
+
 import re
 import typing
 from dataclasses import dataclass, field
@@ -245,6 +247,10 @@ class StudentConfig(ModelConfig):
         """Whether the loss has a KD term (alpha < 1) and so needs teachers; alpha == 1 is plain CE."""
         return self.alpha < 1
 
+    def as_baseline(self) -> "StudentConfig":
+        """The no-distillation baseline of this student: the same section with ``alpha = 1`` (plain CE)."""
+        return dataclasses.replace(self, alpha=1.0)
+
     @property
     def loss(self) -> "LossConfig":
         """The loss settings as a checked :class:`distill.losses.LossConfig`."""
@@ -330,7 +336,7 @@ class Recipe(_Section):
 
     def __post_init__(self):
         if self.output_dir is None and is_valid(self.name) and isinstance(self.name, str):
-            self.output_dir = Path("models") / self.name
+            self.output_dir = default_output_dir(self.name)
 
     @property
     def paths(self) -> "RecipePaths":
@@ -435,6 +441,11 @@ class RecipePaths:
     def report(self) -> Path:
         """Evaluation report folder (report.json, report.md, plots)."""
         return self.root / "report"
+
+
+def default_output_dir(name: str) -> Path:
+    """Where a recipe (or a model) called ``name`` writes when no ``output_dir`` is given."""
+    return Path("models") / name
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:

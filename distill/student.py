@@ -51,7 +51,7 @@ from distill.kd import KDStep, ce_step
 from distill.logit_cache import TeacherLogitCache
 from distill.losses import LossConfig
 from distill.models import build_model as init_model
-from distill.recipe import Recipe, StudentConfig, load_recipe, section_from_dict
+from distill.recipe import Recipe, StudentConfig, default_output_dir, load_recipe, section_from_dict
 from distill.cli import load, parse, recipe_parser
 from distill.tokenizer import load_tokenizer, require_current
 from distill.training import count_target_tokens, train as run_training
@@ -149,7 +149,7 @@ class Student:
         self.vocab_size = self.teachers.vocab_size
         self.seq_len = int(seq_len)
         self.role = role
-        self.output_dir = Path(output_dir) if output_dir is not None else Path("models") / config.name
+        self.output_dir = Path(output_dir) if output_dir is not None else default_output_dir(config.name)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.output_dir.parent / "tokens"
         default_cache = config.logit_cache.dir or self.output_dir.parent / "teacher_logits"
         self.logit_cache_dir = Path(logit_cache_dir) if logit_cache_dir is not None else Path(default_cache)
@@ -172,9 +172,7 @@ class Student:
     @classmethod
     def from_loaded_recipe(cls, recipe: Recipe, *, baseline: bool = False) -> "Student":
         """:meth:`from_recipe` for a recipe already loaded (:func:`distill.recipe.load_recipe`)."""
-        config = copy.deepcopy(recipe.student)
-        if baseline:
-            config.alpha = 1.0
+        config = recipe.student.as_baseline() if baseline else copy.deepcopy(recipe.student)
         paths = recipe.paths
         teachers = [paths.teacher(t.name) for t in recipe.teachers] if config.uses_teachers else []
         for folder, teacher in zip(teachers, recipe.teachers):

@@ -32,9 +32,10 @@ from distill.recipe import Recipe, load_recipe
 
 
 def _int_arg(value: str) -> int:
+    """A count argument (``20``, ``10_000``, ``5k``) through the one count parser."""
     try:
-        return int(value.replace("_", ""))
-    except ValueError:
+        return parse_count(value, "value")
+    except DistillError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
 
 
