@@ -22,7 +22,8 @@ their settings change (``run.json`` in ``output_dir`` records what they were mad
 a run with other settings its own ``output_dir=...`` to keep the first one. Training that stopped
 with a checkpoint (SIGTERM, exit code 143) continues with ``--resume``. ``--from STAGE`` redoes
 STAGE and every later one; ``--force`` redoes everything. The run stops at the first failing stage
-and exits with its code. While one run works in an output folder, a second one there stops at once.
+and exits with its code. While one run works in an output folder (this command or any stage's), a
+second one there stops at once.
 
 Every stage runs in this one process, through the stage modules' ``run`` functions, with one
 Accelerate state (one process group, one mixed precision for every model): right for a CPU or one
@@ -33,8 +34,6 @@ command to do the rest; it skips what is done.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from distill.checkpoints import latest_checkpoint
 from distill.cli import ArgumentParser
 from distill.corpus import build
 from distill.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, DistillError, TrainingInterrupted, cli_entry
+from distill.folder_lock import folder_lock
 from distill.recipe import Recipe, load_recipe
 
 STAGES = ("corpus", "tokenizer", "teachers", "student", "evaluate", "samples")
@@ -146,31 +146,10 @@ def check_one_precision(recipe: Recipe) -> None:
                            "give them the same one, or run the teacher and student stages with their own commands")
 
 
-@contextlib.contextmanager
-def _exclusive(root: Path):
-    """Hold ``root/.run.lock`` so that a second run on the same folder stops instead of clashing."""
-    try:
-        import fcntl  # POSIX only
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / ".run.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DistillError(f"{root}: another python -m distill run is working in this folder; wait for it, "
-                               "or give this run its own output_dir=...") from None
-        yield
-    finally:
-        os.close(fd)
-
-
 def run_pipeline(recipe: Recipe, *, force: bool = False, start: str | None = None) -> int:
     """Run every stage that is not complete; return 0, or the exit code of the first failing stage."""
     check_one_precision(recipe)
-    with _exclusive(Path(recipe.paths.root)):
+    with folder_lock(recipe.paths.root):
         return _run_stages(recipe, force=force, start=start)
 
 

@@ -11,10 +11,11 @@ three builds a fresh cache. Build them inside ``accelerator.main_process_first()
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
+import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from distill.atomic import atomic_dir
+from distill.atomic import write_folder
 from distill.errors import DistillError
 from distill.recipe import Recipe
 from distill.artifacts import file_sha256, tokenizer_sha256
@@ -32,6 +33,7 @@ from distill.tokenizer import BOS_ID, EOS_ID
 
 FORMAT_VERSION = 1  # bump when the block layout changes, so old caches are not trusted
 META = "distill_blocks.json"
+CACHE_FILES = ("data-*.arrow", "dataset_info.json", "state.json", META)  # what save_to_disk and build_blocks write
 _RECORDS_PER_BATCH = 256
 
 
@@ -42,7 +44,14 @@ def cache_key(tokenizer_hash: str, split_hash: str, seq_len: int) -> str:
 
 def _blocks(split_path: str, tokenizer, seq_len: int) -> Iterator[dict]:
     """Yield ``{"input_ids": [...seq_len ids]}`` over the concatenated records of one split."""
-    yield from text_blocks(iter_records(split_path), tokenizer, seq_len)
+    records = iter_records(split_path)
+    first = next(records, None)
+    if first is None:
+        raise DistillError(
+            f"{split_path}: no records, so nothing to tokenize; give this split a word budget (corpus.<split>_words) "
+            "and rebuild it with python -m distill.corpus all --recipe RECIPE.yaml"
+        )
+    yield from text_blocks(itertools.chain([first], records), tokenizer, seq_len)
 
 
 def text_blocks(texts: Iterable[str], tokenizer, seq_len: int) -> Iterator[dict]:
@@ -56,19 +65,13 @@ def text_blocks(texts: Iterable[str], tokenizer, seq_len: int) -> Iterator[dict]
             buffer.extend(ids)
             buffer.append(EOS_ID)
 
-    batch: list[str] = []
-    for text in texts:
-        batch.append(text)
-        if len(batch) == _RECORDS_PER_BATCH:
-            encode(batch)
-            batch = []
-            while len(buffer) >= seq_len:
-                yield {"input_ids": buffer[:seq_len]}
-                del buffer[:seq_len]
-    encode(batch)
-    while len(buffer) >= seq_len:
-        yield {"input_ids": buffer[:seq_len]}
-        del buffer[:seq_len]
+    texts = iter(texts)
+    # Batches of up to 256 texts; the tokenizer is never called with an empty one (it fails on []).
+    while batch := list(itertools.islice(texts, _RECORDS_PER_BATCH)):
+        encode(batch)
+        while len(buffer) >= seq_len:
+            yield {"input_ids": buffer[:seq_len]}
+            del buffer[:seq_len]
 
 
 def build_blocks(split_path: str | Path, tokenizer, seq_len: int, cache_root: str | Path):
@@ -88,13 +91,14 @@ def build_blocks(split_path: str | Path, tokenizer, seq_len: int, cache_root: st
     print(f"tokenizing {split_path} into blocks of {seq_len} -> {folder}", file=sys.stderr)
     datasets.disable_progress_bars()
     features = datasets.Features({"input_ids": datasets.List(datasets.Value("int32"), length=seq_len)})
-    with atomic_dir(folder) as tmp, tempfile.TemporaryDirectory(dir=Path(cache_root)) as scratch:
+    with write_folder(folder, CACHE_FILES, fix="delete that cache folder and run again") as tmp:
+        scratch = tmp / ".scratch"  # datasets' own cache, inside ours so a killed run leaves one temporary only
         try:
             dataset = datasets.Dataset.from_generator(
                 _blocks,
                 gen_kwargs={"split_path": str(split_path), "tokenizer": tokenizer, "seq_len": seq_len},
                 features=features,
-                cache_dir=scratch,
+                cache_dir=str(scratch),
             )
         except datasets.exceptions.DatasetGenerationError as err:
             if isinstance(err.__cause__, DistillError):  # a malformed split file: say so plainly
@@ -121,6 +125,7 @@ def build_blocks(split_path: str | Path, tokenizer, seq_len: int, cache_root: st
         }
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         del dataset  # release the scratch Arrow files before the folder is removed
+        shutil.rmtree(scratch)
     return datasets.load_from_disk(str(folder)).with_format("numpy")
 
 
@@ -131,13 +136,15 @@ def load_blocks(recipe: Recipe, split: str, tokenizer):
         raise DistillError(
             f"{path}: corpus split missing; build it with python -m distill.corpus all --recipe {recipe.command_hint()}"
         )
-    recipe.paths.tokens.mkdir(parents=True, exist_ok=True)
     return build_blocks(path, tokenizer, recipe.data.seq_len, recipe.paths.tokens)
 
 
 def blocks_from_texts(texts: Iterable[str], tokenizer, seq_len: int):
     """Blocks of ``seq_len`` from in-memory texts, laid out as :func:`build_blocks` lays out a split file
     of the same texts (not cached). Returns a ``datasets.Dataset`` with ``input_ids``, in numpy format."""
+    texts = list(texts)
+    if not texts:
+        raise DistillError("no texts to train on: the list is empty; pass at least one text, a split file or a block dataset")
     blocks = [block["input_ids"] for block in text_blocks(texts, tokenizer, seq_len)]
     if not blocks:
         raise DistillError(f"the texts give fewer than seq_len={seq_len} tokens; give more text or a lower seq_len")
@@ -154,7 +161,6 @@ def as_blocks(data, tokenizer, seq_len: int, cache_root: str | Path):
             raise DistillError(f"dataset has columns {data.column_names}, no input_ids; pass blocks from distill.data.build_blocks")
         return data
     if isinstance(data, (str, Path)):
-        Path(cache_root).mkdir(parents=True, exist_ok=True)
         return build_blocks(data, tokenizer, seq_len, cache_root)
     if isinstance(data, Iterable):
         return blocks_from_texts(data, tokenizer, seq_len)

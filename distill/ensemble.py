@@ -1,10 +1,12 @@
 """The frozen teachers of a student: :class:`TeacherEnsemble`, and the target they give each batch.
 
-Teachers are model folders (loaded lazily, safetensors only) or loaded ``transformers`` causal LMs.
-All of them and the student share one tokenizer: a folder whose tokenizer differs is refused. The
-ensemble knows each teacher's identity hash (what a finished student and the logit cache record),
-loads them frozen (``eval()``, no gradients) onto the accelerator's device (bf16 when training in
-bf16), and gives the KD step its target for a batch, ``batch -> TeacherTarget``:
+Teachers are model folders (checked at once, loaded lazily through
+:func:`distill.artifacts.load_causal_lm`, the one path that validates a folder's weights and config)
+or loaded ``transformers`` causal LMs. All of them and the student share one tokenizer: a folder
+whose tokenizer differs is refused. The ensemble knows each teacher's identity hash (what a finished
+student and the logit cache record), loads them frozen (``eval()``, no gradients) onto the
+accelerator's device (bf16 when training in bf16), and gives the KD step its target for a batch,
+``batch -> TeacherTarget``:
 
 * :func:`live_target`: the teachers run on the batch, and their lm_heads are applied chunk by chunk
   inside the loss (:func:`distill.teacher_target.teacher_head_target`);
@@ -16,15 +18,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-import json
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
-from transformers import AutoModelForCausalLM
 
-from distill.artifacts import model_folder_sha256, module_sha256, read_info, tokenizer_sha256
+from distill.artifacts import (
+    check_model_dir, load_causal_lm, model_config, model_folder_sha256, module_sha256, read_info, tokenizer_sha256,
+)
 from distill.errors import DistillError
 from distill.logit_cache import MANIFEST, TeacherLogitCache, blocks_sha256
 from distill.losses import LossConfig
@@ -77,9 +79,7 @@ class TeacherEnsemble:
                 raise DistillError(f"teachers[{i}]: {type(teacher).__name__} is not a transformers causal LM or a model folder")
             name = getattr(getattr(teacher, "config", None), "name_or_path", "") or f"teacher{i}"
             return Teacher(name=Path(str(name)).name or f"teacher{i}", path=None, model=teacher)
-        folder = Path(teacher)
-        if not (folder / "config.json").is_file():
-            raise DistillError(f"{folder}: not a model folder (no config.json); give a folder written by save_pretrained")
+        folder = check_model_dir(teacher)  # a damaged teacher stops the student before any work
         info = read_info(folder)
         if (folder / "tokenizer.json").is_file():
             theirs = tokenizer_sha256(folder)
@@ -105,8 +105,7 @@ class TeacherEnsemble:
             if teacher.model is not None:
                 sizes.append(_output_rows(teacher.model))
             else:
-                config = json.loads((teacher.path / "config.json").read_text(encoding="utf-8"))
-                sizes.append(int(config.get("vocab_size") or tokenizer_len))
+                sizes.append(int(model_config(teacher.path).get("vocab_size") or tokenizer_len))
         return min(sizes) if sizes else tokenizer_len
 
     def check(self, loss: LossConfig) -> None:
@@ -134,7 +133,7 @@ class TeacherEnsemble:
         """Every teacher's model (folders are loaded once), frozen; each must cover the vocabulary."""
         for teacher in self.members:
             if teacher.model is None:
-                teacher.model = AutoModelForCausalLM.from_pretrained(str(teacher.path), use_safetensors=True)
+                teacher.model = load_causal_lm(teacher.path)
             rows = _output_rows(teacher.model)
             if rows < self.vocab_size:
                 raise DistillError(

@@ -12,6 +12,11 @@ class DistillError(Exception):
 
     The message is one line that names what is wrong and how to fix it. Command-line entry
     points turn it into ``error: <message>`` on stderr and exit code 2.
+
+    Raise it where an expected failure happens, at the boundary with the user's world: a file read
+    (missing, not UTF-8, not valid JSON or safetensors), a folder to write that is a file, a device
+    this machine lacks. Any other exception is a bug and keeps its traceback: nothing catches
+    ``Exception`` wholesale to turn it into this.
     """
 
 
@@ -23,13 +28,24 @@ class TrainingInterrupted(Exception):
         self.checkpoint = checkpoint
 
 
+def not_utf8(path, err: UnicodeDecodeError, fix: str, line: int | None = None) -> DistillError:
+    """The error for a file that is not UTF-8 text, naming the file, the line, the first bad byte and ``fix``.
+
+    ``err`` comes from decoding the whole file's bytes, or one line's when ``line`` is given.
+    """
+    if line is None:
+        line = err.object.count(b"\n", 0, err.start) + 1
+    return DistillError(f"{path}:{line}: not UTF-8 text (byte 0x{err.object[err.start]:02x}); {fix}")
+
+
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 143  # 128 + SIGTERM, what a shell reports for a process stopped by SIGTERM
 
 
 def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
-    """Wrap a ``main(argv)``: a :class:`DistillError` prints one line and exits 2; a
-    :class:`TrainingInterrupted` prints where its checkpoint is and exits 143."""
+    """Wrap a ``main(argv)``, the one error handler of a command: a :class:`DistillError` prints one
+    line and exits 2; a :class:`TrainingInterrupted` prints where its checkpoint is and exits 143;
+    anything else propagates with its traceback (exit 1), as a bug should."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import math
 import sys
 import time
@@ -30,15 +29,17 @@ import torch
 
 from distill import report as report_mod
 from distill.artifacts import (
-    check_model_dir, is_finished, load_model, model_dirs, model_names, read_info, stage_inputs, tokenizer_sha256, write_stamp,
+    check_device, check_model_dir, is_finished, load_model, model_config, model_dirs, model_names, read_info, stage_inputs,
+    tokenizer_sha256, write_stamp,
 )
 from distill.cli import ArgumentParser
 from distill.corpus.facts import Fact, read_facts
 from distill.corpus.records import iter_records
 from distill.errors import DistillError, cli_entry
+from distill.folder_lock import locks_output_dir
 from distill.generate import encode_prompt, model_vocab_limit
 from distill.jsonl import read_jsonl
-from distill.recipe import Recipe, load_recipe
+from distill.recipe import Recipe, load_recipe, not_a_folder
 
 FACT_KEYS = ("probe", "answer")
 
@@ -282,10 +283,7 @@ def summarise_facts(probes: list[dict]) -> dict[str, Any]:
 
 
 def _config_positions(model_dir: Path) -> int | None:
-    try:
-        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
+    config = model_config(model_dir)
     for key in ("max_position_embeddings", "n_positions"):
         if isinstance(config.get(key), int):
             return config[key]
@@ -335,6 +333,20 @@ def _evaluate_one(folder: Path, splits: dict[str, Path], pairs, fact_rows, *, se
     return entry
 
 
+def _check_settings(folders: dict[str, Path], seq_len: int, batch_size: int, out_dir: Path) -> None:
+    """The settings every model is scored with, and the report folder, checked before the first model loads."""
+    if seq_len < 2:
+        raise DistillError(f"seq_len: {seq_len} must be 2 or more")
+    if batch_size < 1:
+        raise DistillError(f"batch_size: {batch_size} must be 1 or more")
+    for name, folder in folders.items():
+        positions = _config_positions(folder)
+        if positions is not None and seq_len > positions:
+            raise DistillError(f"seq_len: {seq_len} is more than the {positions} positions of {name} ({folder}); give --seq-len {positions} or less")
+    if why := not_a_folder(out_dir):
+        raise DistillError(f"{why}; give a folder for the report (--out DIR)")
+
+
 def evaluate_models(models: dict[str, str | Path], *, splits: dict[str, str | Path] | None = None,
                     blimp_dir: str | Path | None = None, facts: str | Path | None = None, out_dir: str | Path,
                     seq_len: int | None = None, batch_size: int = 8, device: str | None = None,
@@ -354,6 +366,8 @@ def evaluate_models(models: dict[str, str | Path], *, splits: dict[str, str | Pa
     for name, path in splits.items():
         if not path.is_file():
             raise DistillError(f"{path}: {name} split not found; build the corpus with python -m distill.corpus all --recipe RECIPE.yaml or fix --split {name}=PATH")
+        for _ in iter_records(path):  # read it once now: a file that is not a split fails before any scoring
+            pass
     pairs = load_minimal_pairs(blimp_dir) if blimp_dir else None
     fact_rows = load_facts(facts) if facts else None
     if not splits and pairs is None and fact_rows is None:
@@ -361,6 +375,8 @@ def evaluate_models(models: dict[str, str | Path], *, splits: dict[str, str | Pa
     if seq_len is None:
         lengths = [n for n in (trained_seq_len(p) for p in folders.values()) if n]
         seq_len = min(lengths) if lengths else 128
+    _check_settings(folders, seq_len, batch_size, Path(out_dir))
+    device = check_device(device)
     notes: list[str] = []
 
     entries = {name: _evaluate_one(folder, splits, pairs, fact_rows, seq_len=seq_len, batch_size=batch_size, device=device, log=log)
@@ -427,6 +443,7 @@ def recipe_plan(recipe: Recipe) -> dict[str, Any]:
     }
 
 
+@locks_output_dir
 def run(recipe: Recipe, *, force: bool = False, resume: bool = False, batch_size: int = 8, device: str | None = None,
         **changes) -> dict[str, Any]:
     """Evaluate the recipe's finished models into ``{output_dir}/report``; return the report.

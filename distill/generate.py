@@ -26,7 +26,7 @@ from transformers import (
 from distill.artifacts import load_model
 from distill.cli import ArgumentParser
 from distill.errors import DistillError, cli_entry
-from distill.recipe import GenerateConfig
+from distill.recipe import MAX_SAMPLING_SEED, GenerateConfig
 
 _DEFAULTS = GenerateConfig()  # one home for the sampling defaults: the recipe's generate: section
 
@@ -78,12 +78,22 @@ def check_generation_args(prompt: str, *, max_new_tokens: int, temperature: floa
         raise DistillError('prompt: empty; give some text to continue, e.g. "London was"')
     if "</s>" in prompt or "<pad>" in prompt:
         raise DistillError("prompt: contains '</s>' or '<pad>'; remove them (the prompt gets <s> in front, generation stops at </s>)")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as err:
+        # Python keeps the bytes of a command line that is not UTF-8 as lone surrogates (U+DC80-U+DCFF).
+        char = ord(prompt[err.start])
+        what = f"byte 0x{char - 0xDC00:02x}" if 0xDC80 <= char <= 0xDCFF else f"lone surrogate U+{char:04X}"
+        raise DistillError(f"prompt: not UTF-8 text ({what} at character {err.start + 1}); give the prompt as UTF-8, "
+                           "e.g. set the terminal to UTF-8 (LANG=C.UTF-8)") from None
 
     def number(name, value, integer=False):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not float(value).is_integer()):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise DistillError(f"{name}: {value!r} is not {'a whole number' if integer else 'a number'}")
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):  # never float() an int: 10**400 overflows
             raise DistillError(f"{name}: {value!r} is not a finite number")
+        if integer and isinstance(value, float) and not value.is_integer():
+            raise DistillError(f"{name}: {value!r} is not a whole number")
 
     for name, value in (("temperature", temperature), ("top_p", top_p), ("repetition_penalty", repetition_penalty)):
         number(name, value)
@@ -101,8 +111,8 @@ def check_generation_args(prompt: str, *, max_new_tokens: int, temperature: floa
         raise DistillError(f"repetition_penalty: {repetition_penalty} must be positive; 1.0 means none")
     if num_samples < 1:
         raise DistillError(f"num_samples: {num_samples} must be 1 or more")
-    if seed < 0:
-        raise DistillError(f"seed: {seed} must be 0 or more")
+    if not 0 <= seed <= MAX_SAMPLING_SEED:
+        raise DistillError(f"seed: {seed} is out of range; give a seed from 0 to {MAX_SAMPLING_SEED}")
 
 
 def _prepare(model, tokenizer, prompt, max_new_tokens, context_length):

@@ -21,7 +21,7 @@ At k=64 a token costs 64 * (2 + 2) + 4 = 260 bytes.
 The build works in a hidden sibling folder ``.<name>.partial`` and writes one shard at a time (each
 file under a temporary name, then renamed, then a small ``shard-XXXXX.json`` with its checksums),
 so an interrupted build resumes at the first missing shard when run again with the same settings.
-When every shard is done the files move into ``<name>`` through :func:`distill.atomic.atomic_dir`
+When every shard is done the files move into ``<name>`` through :func:`distill.atomic.write_folder`
 with the manifest: a folder with a manifest is always complete. With an ``accelerator``, the
 processes share the shards round-robin.
 
@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from distill.artifacts import file_sha256
-from distill.atomic import atomic_dir, atomic_write_json
+from distill.atomic import atomic_write_json, check_folder, write_folder
 from distill.errors import DistillError
 from distill.teacher_target import SparseTarget, ensemble_log_probs, normalise_weights
 
@@ -65,6 +65,7 @@ EXPECT_KEYS = (
     "num_blocks",
     "dataset_sha256",
 )
+CACHE_FILES = (MANIFEST, "shard-*.npy")
 REBUILD_HINT = "delete {path} and rebuild it (the student stage builds a missing cache), or set student.logit_cache.enabled=false"
 
 
@@ -352,6 +353,7 @@ class TeacherLogitCache:
             "logprob_dtype": logprob_dtype,
             "shard_blocks": int(shard_blocks),
         }
+        check_folder(out_dir, CACHE_FILES, fix="give student.logit_cache.dir a folder of its own")  # before the teachers run
         is_main = accelerator is None or accelerator.is_main_process
         partial = out_dir.with_name(f".{out_dir.name}.partial")
         if is_main:
@@ -474,7 +476,7 @@ def _finish(partial: Path, out_dir: Path, settings: dict, num_shards: int) -> No
             raise RuntimeError(f"logit cache shard {number} was not built ({sidecar} missing)")
         shards.append(json.loads(sidecar.read_text(encoding="utf-8")))
     manifest = dict(settings, shards=shards)
-    with atomic_dir(out_dir) as tmp:
+    with write_folder(out_dir, CACHE_FILES, fix="give student.logit_cache.dir a folder of its own") as tmp:
         for shard in shards:
             for name in shard["files"].values():
                 os.replace(partial / name, tmp / name)

@@ -29,7 +29,7 @@ from typing import Any, Literal, Optional, Sequence
 
 import yaml
 
-from distill.errors import DistillError
+from distill.errors import DistillError, not_utf8
 from distill.typed_config import (
     INTERNAL, INVALID, apply_override, copy_plain, did_you_mean, from_plain, is_valid, resolve_paths, to_plain,
 )
@@ -60,6 +60,16 @@ class _Section:
 
 
 _S = typing.TypeVar("_S", bound=_Section)
+
+MAX_TRAINING_SEED = 2**32 - 1  # accelerate's set_seed seeds numpy too, which takes 0 .. 2**32 - 1
+MAX_SAMPLING_SEED = 2**64 - 1  # torch.manual_seed takes at most 2**64 - 1
+
+
+def seed_problems(key: str, seed: Any, highest: int) -> list[str]:
+    """``[key: message]`` when ``seed`` is outside ``0 .. highest``, else ``[]``."""
+    if is_valid(seed) and not 0 <= seed <= highest:
+        return [f"{key}: {seed} is out of range; give a seed from 0 to {highest}"]
+    return []
 
 
 @dataclass(kw_only=True)
@@ -148,6 +158,7 @@ class TrainingConfig(_Section):
             out.append(f"{key}.weight_decay: {self.weight_decay} must be 0 or more")
         if is_valid(self.max_grad_norm) and self.max_grad_norm is not None and self.max_grad_norm < 0:
             out.append(f"{key}.max_grad_norm: {self.max_grad_norm} must be positive, or null for no clipping")
+        out += seed_problems(f"{key}.seed", self.seed, MAX_TRAINING_SEED)
         return out
 
 
@@ -310,6 +321,7 @@ class GenerateConfig(_Section):
             out.append(f"{key}.top_p: {self.top_p} must be in (0, 1]")
         if is_valid(self.repetition_penalty) and not self.repetition_penalty > 0:
             out.append(f"{key}.repetition_penalty: {self.repetition_penalty} must be positive (1.0 = none)")
+        out += seed_problems(f"{key}.seed", self.seed, MAX_SAMPLING_SEED)
         return out
 
 
@@ -360,6 +372,8 @@ class Recipe(_Section):
         out = []
         if is_valid(self.name) and not _SAFE_NAME.fullmatch(self.name or ""):
             out.append(f"name: {self.name!r} is not a safe folder name; use letters, digits, '-', '_' or '.'")
+        if is_valid(self.output_dir) and self.output_dir is not None and (why := not_a_folder(Path(self.output_dir))):
+            out.append(f"output_dir: {why}; every stage writes under it, so give a folder, e.g. output_dir=models/{self.name}")
         for section in ("corpus", "tokenizer", "data"):
             value = getattr(self, section)
             if isinstance(value, _Section):
@@ -443,6 +457,16 @@ class RecipePaths:
         return self.root / "report"
 
 
+def not_a_folder(path: Path) -> str | None:
+    """Why ``path`` can never be a folder to write into (it, or a folder above it, is a file); None when it can be."""
+    for where in (path, *path.parents):
+        if where.is_dir():
+            return None
+        if where.exists():
+            return f"{path} exists and is not a folder" if where == path else f"{where} is a file, so {path} cannot be a folder"
+    return None
+
+
 def default_output_dir(name: str) -> Path:
     """Where a recipe (or a model) called ``name`` writes when no ``output_dir`` is given."""
     return Path("models") / name
@@ -452,11 +476,13 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     """Read, override, convert and check a recipe; raise one DistillError listing every problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise DistillError(f"{path}: recipe not found; give a YAML file such as recipes/tiny.yaml") from None
     except OSError as err:
         raise DistillError(f"{path}: cannot read the recipe ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise not_utf8(path, err, "save the recipe as UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

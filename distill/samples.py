@@ -13,6 +13,7 @@ from pathlib import Path
 
 from distill.artifacts import load_model, stage_inputs, write_stamp
 from distill.atomic import atomic_write_text
+from distill.folder_lock import locks_output_dir
 from distill.generate import ContextLengthWarning, generate
 from distill.recipe import Recipe
 
@@ -70,6 +71,7 @@ def generate_samples(recipe: Recipe) -> list[dict]:
     return samples
 
 
+@locks_output_dir
 def run(recipe: Recipe, *, force: bool = False, resume: bool = False) -> list[dict]:
     """Write ``report/samples.md`` from the finished student, print the samples, and return them."""
     inputs = stage_inputs(recipe, "samples")

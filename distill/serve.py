@@ -7,9 +7,10 @@
 
 The server is the standard library's ``ThreadingHTTPServer`` bound to 127.0.0.1. Every request is
 bounded: ``--max-tokens`` caps ``max_new_tokens``, each model generates for one request at a time
-(a lock per model; a request that waits longer than ``--queue-timeout`` seconds gets 503), and a
-generation stops after ``--timeout`` seconds through a ``StoppingCriteria``. A malformed request gets
-a JSON error and never stops the server.
+(a lock per model; a request that waits longer than ``--queue-timeout`` seconds gets 503 with
+``Retry-After``), and a generation stops after ``--timeout`` seconds through a ``StoppingCriteria``,
+or within a token of its client closing the connection, on either endpoint. A burst of clients waits
+in a listen backlog of 128. A malformed request gets a JSON error and never stops the server.
 
 Endpoints::
 
@@ -22,9 +23,10 @@ Endpoints::
                           ``event: done`` (or ``event: error`` if generation fails midway)
 
 ``stopped`` is "end" (max_new_tokens or ``</s>``), "timeout" or "cancelled". Errors are
-``{"error": "..."}`` with 400 (bad field, malformed JSON), 403 (a Host other than this machine),
-404/405 (unknown path or method), 411/413 (missing or too large body), 415 (not JSON), 503 (model
-busy) or 500 (a bug; the server keeps running).
+``{"error": "..."}`` with 400 (bad field, malformed or too deeply nested JSON, a lone surrogate),
+403 (a Host other than this machine), 404/405 (unknown path or method), 411/413 (missing or too
+large body), 415 (not JSON), 503 (model busy; ``Retry-After: 1``) or 500 (a bug; the server keeps
+running).
 """
 from __future__ import annotations
 

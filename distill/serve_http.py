@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import selectors
+import socket
 import sys
 import threading
 import time
@@ -23,6 +25,8 @@ from distill.serve_requests import DEFAULTS, FIELDS, GenerationRequest, RequestE
 
 MAX_BODY_BYTES = 64 * 1024  # a prompt plus a few numbers; anything bigger is refused unread
 SOCKET_TIMEOUT_S = 30  # a client that stops sending or reading is dropped after this
+LISTEN_BACKLOG = 128  # connections waiting to be accepted; past it the kernel drops or resets new ones
+RETRY_AFTER_S = 1  # what a 503 (model busy) tells the client to wait before asking again
 
 
 class DistillServer(ThreadingHTTPServer):
@@ -30,6 +34,7 @@ class DistillServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = LISTEN_BACKLOG  # socketserver's default of 5 drops or resets clients of a burst
 
     def __init__(
         self,
@@ -79,9 +84,11 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "distill-serve"
     timeout = SOCKET_TIMEOUT_S
 
-    def _send_bytes(self, status: int, body: bytes, content_type: str) -> None:
+    def _send_bytes(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
@@ -92,8 +99,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _send_json(self, status: int, data: Any) -> None:
-        self._send_bytes(status, json.dumps(data).encode("utf-8"), "application/json; charset=utf-8")
+    def _send_json(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
+        self._send_bytes(status, json.dumps(data).encode("utf-8"), "application/json; charset=utf-8", headers)
 
     def send_error(self, code, message=None, explain=None):
         # http.server's own errors (garbage request line, unsupported method) as JSON too, with a
@@ -129,7 +136,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise RequestError(405 if hint else 404, f"no {self.command} {path}{hint}")
             route()
         except RequestError as err:
-            self._send_json(err.status, {"error": err.message})
+            self._send_json(err.status, {"error": err.message}, None if err.retry_after is None else {"Retry-After": str(err.retry_after)})
         except (ConnectionError, TimeoutError):
             self.close_connection = True
         except Exception as err:  # noqa: BLE001 - a bug answers 500; the server keeps serving
@@ -185,6 +192,8 @@ class _Handler(BaseHTTPRequestHandler):
             return json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise RequestError(400, f"malformed JSON body: {err}") from None
+        except RecursionError:
+            raise RequestError(400, "JSON body nested too deeply; send a flat object such as {\"prompt\": \"London was\"}") from None
 
     def _parse(self) -> tuple[GenerationRequest, ModelSlot]:
         server = self.server
@@ -197,6 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
                 503,
                 f"model {slot.id!r} is busy with another request (one at a time); "
                 f"waited {self.server.queue_timeout:g} s, try again",
+                retry_after=RETRY_AFTER_S,
             )
 
     def _generate(self):
@@ -204,13 +214,18 @@ class _Handler(BaseHTTPRequestHandler):
         self._acquire(slot)
         state: dict[str, Any] = {}
         start = time.monotonic()
+        client = _ClientWatch(self.connection)
         try:
             deadline = start + self.server.generation_timeout
-            text = "".join(generate_pieces(slot, request, deadline, threading.Event(), state))
+            text = "".join(generate_pieces(slot, request, deadline, threading.Event(), state, client_gone=client.gone))
         except DistillError as err:
             raise RequestError(400, str(err)) from None
         finally:
+            client.close()
             slot.lock.release()
+        if state.get("stopped") == "cancelled":  # the client has gone: nobody to answer
+            self.close_connection = True
+            return
         self._send_json(200, {"model": slot.id, "text": text, "stopped": state.get("stopped"), "seconds": round(time.monotonic() - start, 3)})
 
     def _stream(self):
@@ -220,9 +235,10 @@ class _Handler(BaseHTTPRequestHandler):
         state: dict[str, Any] = {}
         start = time.monotonic()
         pieces = None
+        client = _ClientWatch(self.connection)
         try:
             deadline = start + self.server.generation_timeout
-            pieces = generate_pieces(slot, request, deadline, cancel, state)
+            pieces = generate_pieces(slot, request, deadline, cancel, state, client_gone=client.gone)
             try:
                 first = next(pieces, None)  # validation errors still get a plain 400
             except DistillError as err:
@@ -257,12 +273,40 @@ class _Handler(BaseHTTPRequestHandler):
             cancel.set()
             if pieces is not None:
                 pieces.close()
+            client.close()
             slot.lock.release()
 
     def _event(self, data: dict[str, Any], event: str | None = None) -> None:
         head = f"event: {event}\n" if event else ""
         self.wfile.write(f"{head}data: {json.dumps(data)}\n\n".encode("utf-8"))
         self.wfile.flush()
+
+
+class _ClientWatch:
+    """Whether the client of a connection has gone (closed or reset it), answered at once without
+    reading its bytes. The generation asks once per token, so a client that leaves frees the model
+    within a token even when nothing is being written to it (``/api/generate``)."""
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+        self._selector: selectors.BaseSelector | None = None  # made on the first question: making it can fail
+        self._gone = False
+
+    def gone(self) -> bool:
+        if self._selector is None:
+            self._selector = selectors.DefaultSelector()
+            self._selector.register(self._sock, selectors.EVENT_READ)
+        if not self._gone and self._selector.select(timeout=0):
+            try:
+                self._gone = not self._sock.recv(1, socket.MSG_PEEK)  # readable and empty: the client closed
+            except OSError:  # reset
+                self._gone = True
+        return self._gone
+
+    def close(self) -> None:
+        """Called once the generation that asks :meth:`gone` has ended."""
+        if self._selector is not None:
+            self._selector.close()
 
 
 _ALL_ROUTES = {"GET": ("/", "/index.html", "/api/models", "/api/config"), "POST": ("/api/generate", "/api/stream")}

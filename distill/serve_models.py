@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -100,9 +100,10 @@ def find_model_dirs(targets: Sequence[str | Path]) -> list[Path]:
 
 def _recipe_model_dirs(recipe: Recipe) -> list[Path]:
     candidates = model_dirs(recipe) + ([] if recipe.student.baseline else [recipe.paths.baseline])
-    # Teacher folders left in output_dir by an earlier version of the recipe are served too.
+    # Teacher folders left in output_dir by an earlier version of the recipe are served too; hidden
+    # ones are a writer's temporaries (``.llama.<pid>-<random>.tmp``), complete or not.
     teachers = recipe.paths.root / "teachers"
-    candidates += [path for path in sorted(teachers.glob("*")) if path not in candidates]
+    candidates += [path for path in sorted(teachers.glob("[!.]*")) if path not in candidates]
     return [path for path in candidates if is_finished(path)]
 
 
@@ -140,13 +141,14 @@ def load_slots(model_dirs: Sequence[Path], device: str | None = None) -> dict[st
     return slots
 
 
-def _stopping_criteria(deadline: float, cancel: threading.Event, state: dict[str, Any]):
-    """Stops generation at the wall-clock deadline or when the client has gone (checked per token)."""
+def _stopping_criteria(deadline: float, cancel: threading.Event, state: dict[str, Any], client_gone: Callable[[], bool] | None):
+    """Stops generation at the wall-clock deadline, or when ``cancel`` is set or ``client_gone()``
+    says the client has left (checked per token)."""
     class _DeadlineOrCancel(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):
             if time.monotonic() >= deadline:
                 state["stopped"] = "timeout"
-            elif cancel.is_set():
+            elif cancel.is_set() or (client_gone is not None and client_gone()):
                 state["stopped"] = "cancelled"
             stop = state["stopped"] in ("timeout", "cancelled")
             return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
@@ -154,13 +156,15 @@ def _stopping_criteria(deadline: float, cancel: threading.Event, state: dict[str
     return StoppingCriteriaList([_DeadlineOrCancel()])
 
 
-def generate_pieces(slot: ModelSlot, request: GenerationRequest, deadline: float, cancel: threading.Event, state: dict[str, Any]) -> Iterator[str]:
+def generate_pieces(slot: ModelSlot, request: GenerationRequest, deadline: float, cancel: threading.Event, state: dict[str, Any],
+                    client_gone: Callable[[], bool] | None = None) -> Iterator[str]:
     """Text pieces of one generation; ``state["stopped"]`` ends as "end" (max_new_tokens or </s>), "timeout" or "cancelled".
 
     The caller holds ``slot.lock``. Stopping early goes through a StoppingCriteria, so the model is
-    free again within one token of a timeout or a disconnect; closing this iterator stops it too.
+    free again within one token of a timeout, of ``cancel`` or of ``client_gone()`` turning true;
+    closing this iterator stops it too.
     """
     state["stopped"] = "end"
-    criteria = _stopping_criteria(deadline, cancel, state)
+    criteria = _stopping_criteria(deadline, cancel, state, client_gone)
     yield from stream_generate(slot.model, slot.tokenizer, request.prompt, stopping_criteria=criteria,
                                context_length=slot.meta["seq_len"], **request.params)

@@ -39,12 +39,14 @@ DEFAULTS = {name: getattr(GenerateConfig(), name) for name in FIELDS}
 
 
 class RequestError(Exception):
-    """A request the server refuses: an HTTP status and a one-line reason for the JSON body."""
+    """A request the server refuses: an HTTP status and a one-line reason for the JSON body;
+    ``retry_after`` seconds (sent as ``Retry-After``) when trying again later may succeed."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, retry_after: int | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after
 
 
 @dataclass
@@ -74,6 +76,7 @@ def parse_generation_request(body: Any, models: Sequence[str], max_tokens: int, 
     prompt = body.get("prompt")
     if not isinstance(prompt, str):
         raise RequestError(400, "prompt: missing or not a string; send some text to continue")
+    _check_unicode("prompt", prompt)
     if not prompt.strip():
         raise RequestError(400, "prompt: empty; type some text to continue, e.g. \"London was\"")
     if len(prompt) > MAX_PROMPT_CHARS:
@@ -87,6 +90,19 @@ def parse_generation_request(body: Any, models: Sequence[str], max_tokens: int, 
                 value = min(value, max_tokens)
         params[name] = _check_number(name, value, spec, max_tokens)
     return GenerationRequest(model=model, prompt=prompt, params=params)
+
+
+def _check_unicode(name: str, value: str) -> None:
+    """RequestError for a string no text can hold: JSON's ``\\ud800`` escapes decode to lone
+    surrogates, which neither the tokenizer nor UTF-8 accepts. Checked here, before the request
+    queues for its model."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise RequestError(
+            400, f"{name}: lone surrogate U+{ord(value[err.start]):04X} at character {err.start + 1} is not text; "
+                 "send valid Unicode (a surrogate pair, or the character itself)"
+        ) from None
 
 
 def _check_number(name: str, value: Any, spec: _Field, max_tokens: int) -> int | float:

@@ -39,13 +39,14 @@ from typing import Any, Sequence
 
 from accelerate.utils import set_seed
 
-from distill.artifacts import ModelInfo, is_finished, load_model, manifest_sha256, must_make, read_info, refuse_unfinished, write_info
-from distill.atomic import atomic_dir
+from distill.artifacts import INFO_FILE, MODEL_FILES, ModelInfo, is_finished, load_model, manifest_sha256, must_make, read_info, refuse_unfinished, write_info
+from distill.atomic import write_folder
 from distill.corpus.facts import train_split_without_facts
 from distill.data import IndexedBlocks, as_blocks
 from distill.distributed import distributed_state, make_accelerator
 from distill.ensemble import TeacherEnsemble, cached_target, live_target
 from distill.errors import DistillError, cli_entry
+from distill.folder_lock import locks_output_dir
 from distill.generate import generate as generate_text, trained_context
 from distill.kd import KDStep, ce_step
 from distill.logit_cache import TeacherLogitCache
@@ -289,7 +290,7 @@ class Student:
         if self.model is None:
             raise DistillError("Student.save: nothing to save yet; call distill() first or Student.load(dir)")
         directory = Path(directory)
-        with atomic_dir(directory) as tmp:
+        with write_folder(directory, MODEL_FILES, last=INFO_FILE, fix="save into a new or empty folder, or move them elsewhere") as tmp:
             self.model.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
             metrics = self.output_dir / "metrics.jsonl"
@@ -358,6 +359,7 @@ def _check_inputs(recipe: Recipe, runs: list[str], *, force: bool, resume: bool)
         refuse_unfinished(recipe.paths.student if name == "student" else recipe.paths.baseline, resume or force)
 
 
+@locks_output_dir
 def run(recipe: Recipe, *, only: str | None = None, force: bool = False, resume: bool = False) -> dict[str, dict]:
     """Distil the recipe's student (and train its baseline) unless current; ``{run: metrics}``.
 

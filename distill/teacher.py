@@ -19,6 +19,7 @@ from distill.artifacts import ModelInfo, manifest_sha256, must_make, refuse_unfi
 from distill.cli import load, parse, recipe_parser
 from distill.data import block_ids, load_blocks, unigram_perplexity
 from distill.errors import DistillError, cli_entry
+from distill.folder_lock import locks_output_dir
 from distill.models import build_model
 from distill.recipe import ModelConfig, Recipe, did_you_mean
 from distill.tokenizer import require_current
@@ -40,6 +41,7 @@ def plan(recipe: Recipe, *, only: list[str] | None = None, force: bool = False, 
     return [teacher for teacher in chosen if must_make(recipe, "teacher", teacher.name, force=force, log=main_log)]
 
 
+@locks_output_dir
 def run(recipe: Recipe, *, only: list[str] | None = None, force: bool = False, resume: bool = False) -> dict[str, dict]:
     """Train the recipe's teachers (or ``only`` those named) that are not current; ``{name: metrics}``.
 

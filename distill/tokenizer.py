@@ -20,21 +20,25 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from distill.artifacts import NOT_MADE, TOKENIZER_STAMP, file_sha256, tokenizer_sha256, why_stale
-from distill.atomic import atomic_dir
+from distill.artifacts import NOT_MADE, TOKENIZER_FILES, TOKENIZER_STAMP, file_sha256, tokenizer_sha256, why_stale
+from distill.atomic import check_folder, write_folder
 from distill.cli import load, parse, recipe_parser
 from distill.corpus.build import run as build_corpus
 from distill.corpus.records import iter_records
 from distill.errors import DistillError, cli_entry
+from distill.folder_lock import locks_output_dir
 from distill.recipe import Recipe
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>"]  # ids 0, 1, 2, in this order
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+FOLDER_FILES = (*TOKENIZER_FILES, TOKENIZER_STAMP)
 
 
 def train_tokenizer(train_path: str | Path, vocab_size: int, min_frequency: int, out_dir: str | Path):
     """Train byte-level BPE on one split file and save it to ``out_dir`` (atomically); return it."""
     train_path = Path(train_path)
+    out_dir = Path(out_dir)
+    check_folder(out_dir, FOLDER_FILES)  # before training, not after
     train_hash = file_sha256(train_path)
     backend = Tokenizer(models.BPE())
     # add_prefix_space=False: an article's first word has no leading space in training or prompts.
@@ -63,8 +67,7 @@ def train_tokenizer(train_path: str | Path, vocab_size: int, min_frequency: int,
             f"(asked {vocab_size}); the models keep {vocab_size} embedding rows",
             file=sys.stderr,
         )
-    out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
+    with write_folder(out_dir, FOLDER_FILES) as tmp:
         tokenizer.save_pretrained(tmp)
         # The generic class name also loads with transformers 4.x.
         config_path = tmp / "tokenizer_config.json"
@@ -95,6 +98,7 @@ def load_tokenizer(path: str | Path):
     return tokenizer
 
 
+@locks_output_dir
 def run(recipe: Recipe, *, force: bool = False, resume: bool = False):
     """The recipe's tokenizer, trained unless one trained on the same split and settings exists.
 

@@ -31,12 +31,13 @@ The default, :func:`causal_lm_loss`, is the model's own cross-entropy with
 
 Checkpoints and outputs
 -----------------------
-``out_dir/checkpoints/step-N/`` (``accelerator.save_state`` plus the loop's progress) every
-``save_every`` steps and when SIGTERM/SIGINT arrives (then :class:`TrainingInterrupted` is raised
-after saving). ``resume=True`` loads the newest one, skips the batches already seen in that epoch
-and continues with the same data order, RNG, optimizer and schedule. At the end the folder is
-rebuilt atomically with ``config.json``, ``model.safetensors``, the tokenizer, ``metrics.jsonl`` and
-``distill.json`` (written last); the checkpoints go with the old folder.
+``out_dir/checkpoints/step-N/`` (model, optimizer, schedule, the loop's progress and RNG states, in
+safetensors and JSON: :mod:`distill.checkpoint_state`) every ``save_every`` steps and when
+SIGTERM/SIGINT arrives (then :class:`TrainingInterrupted` is raised after saving). ``resume=True``
+loads the newest intact one (:func:`distill.checkpoints.resume_checkpoint`), skips the batches
+already seen in that epoch and continues with the same data order, RNG, optimizer and schedule.
+At the end the folder is rebuilt atomically with ``config.json``, ``model.safetensors``, the
+tokenizer, ``metrics.jsonl`` and ``distill.json`` (written last); the checkpoints go with the old folder.
 """
 from __future__ import annotations
 
@@ -57,9 +58,10 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from distill.artifacts import INFO_FILE, ModelInfo, write_info
-from distill.atomic import atomic_dir
-from distill.checkpoints import CHECKPOINTS, StopSignal, latest_checkpoint, save_checkpoint, truncate_metrics
+from distill import checkpoint_state
+from distill.artifacts import INFO_FILE, MODEL_FILES, ModelInfo, write_info
+from distill.atomic import write_folder
+from distill.checkpoints import CHECKPOINTS, StopSignal, latest_checkpoint, resume_checkpoint, save_checkpoint, truncate_metrics
 from distill.data import EpochShuffleSampler, collate_blocks
 from distill.distributed import make_accelerator
 from distill.errors import DistillError, TrainingInterrupted
@@ -100,7 +102,7 @@ def causal_lm_loss(model: torch.nn.Module, batch: dict, window: LossWindow):
 
 
 class _Progress:
-    """Loop position, saved in every checkpoint through ``register_for_checkpointing``."""
+    """Loop position, saved in every checkpoint (as JSON: plain numbers and dicts only)."""
 
     def __init__(self):
         self.step = 0  # optimizer steps done
@@ -206,10 +208,11 @@ def train(
 
     The loop follows Accelerate's ``examples/complete_nlp_example.py`` (``prepare``, gradient
     accumulation, ``backward``, ``gather_for_metrics``, ``init_trackers``/``log``/``end_training``) and
-    ``examples/by_feature/checkpointing.py`` (``save_state``/``load_state``, then
-    ``skip_first_batches`` to continue mid-epoch). It forms each accumulation window itself, with
-    ``no_sync`` on all but the last micro-batch as ``accumulate`` would, because the loss needs the
-    window's global token count before its first micro-batch.
+    ``examples/by_feature/checkpointing.py`` (save and load the state, then ``skip_first_batches``
+    to continue mid-epoch), with checkpoints of its own that hold no pickle
+    (:mod:`distill.checkpoint_state`). It forms each accumulation window itself, with ``no_sync`` on
+    all but the last micro-batch as ``accumulate`` would, because the loss needs the window's global
+    token count before its first micro-batch.
 
     Args:
         model: a ``transformers`` causal LM (fp32; the accelerator adds autocast).
@@ -225,8 +228,9 @@ def train(
         info: what ``distill.json`` records (:class:`~distill.artifacts.ModelInfo`: name, role,
             recipe section, hashes, ...); its ``metrics`` are merged with the loop's. Its name
             labels the logs.
-        resume: continue from the newest checkpoint in ``out_dir/checkpoints`` (fresh start if
-            none). False starts over and deletes old checkpoints and ``metrics.jsonl``.
+        resume: continue from the newest intact checkpoint in ``out_dir/checkpoints`` (fresh start
+            if none; a damaged newer one is skipped with a warning). False starts over and deletes
+            old checkpoints and ``metrics.jsonl``.
         accelerator: reuse one (e.g. the student prepares its frozen teachers with it). Default:
             :func:`make_accelerator`. The loop does its own accumulation windows, so pass one
             made with ``gradient_accumulation_steps=1`` (the default).
@@ -234,8 +238,9 @@ def train(
     Returns: ``{"val_loss", "val_ppl", "train_loss", "steps", "epochs", "train_tokens",
     "wall_time_s", "num_processes", "effective_batch_size"}``.
 
-    Raises: :class:`DistillError` when the loss becomes NaN/inf (the newest checkpoint is kept);
-    :class:`TrainingInterrupted` after saving a checkpoint on SIGTERM/SIGINT.
+    Raises: :class:`DistillError` when the loss becomes NaN/inf (the newest checkpoint is kept), and
+    on resume when every checkpoint is damaged or one does not fit the model; :class:`TrainingInterrupted`
+    after saving a checkpoint on SIGTERM/SIGINT.
     """
     run = _setup(
         model, train_dataset, eval_dataset, training_cfg, Path(out_dir), compute_loss=compute_loss or causal_lm_loss,
@@ -262,7 +267,6 @@ def _setup(model, train_dataset, eval_dataset, cfg: TrainingConfig, out_dir: Pat
     scheduler = _scheduler(optimizer, cfg, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     progress = _Progress()
-    accelerator.register_for_checkpointing(scheduler, progress)
     if cfg.compile:
         model = torch.compile(model)
     run = _Run(
@@ -271,7 +275,7 @@ def _setup(model, train_dataset, eval_dataset, cfg: TrainingConfig, out_dir: Pat
         out_dir=out_dir, name=name, total_steps=total_steps, started=started,
     )
     if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
+        _resume_from(run, checkpoint)
         if accelerator.is_main_process:
             print(f"{name}: resuming from {checkpoint} (step {progress.step}, epoch {progress.epoch + 1})", file=sys.stderr)
             truncate_metrics(out_dir / METRICS, progress.step)
@@ -286,7 +290,9 @@ def _setup(model, train_dataset, eval_dataset, cfg: TrainingConfig, out_dir: Pat
 def _prepare_folder(accelerator, out_dir: Path, resume: bool, name: str) -> Path | None:
     """The checkpoint to resume from; None starts fresh, deleting old checkpoints and metrics."""
     is_main = accelerator.is_main_process
-    checkpoint = latest_checkpoint(out_dir) if resume else None
+    log = (lambda line: print(line, file=sys.stderr)) if is_main else (lambda line: None)
+    # Every process checks the checkpoints itself (the same files, the same answer): no broadcast.
+    checkpoint = resume_checkpoint(out_dir, checkpoint_state.FILES, log) if resume else None
     if resume and checkpoint is None and is_main:
         print(f"{name}: no checkpoint in {out_dir / CHECKPOINTS}; starting from scratch", file=sys.stderr)
     if is_main:
@@ -439,7 +445,23 @@ def _end_epoch(run: _Run) -> None:
 def _checkpoint(run: _Run) -> Path:
     """Save ``checkpoints/step-N`` (every process takes part); the progress records the time so far."""
     run.progress.elapsed = run.elapsed()
-    return save_checkpoint(run.accelerator, run.out_dir / CHECKPOINTS, run.progress.step, run.cfg.keep_checkpoints)
+
+    def write(folder: Path) -> None:
+        checkpoint_state.write_state(folder, run.accelerator, model=run.model, optimizer=run.optimizer,
+                                     scheduler=run.scheduler, progress=run.progress)
+
+    return save_checkpoint(run.accelerator, run.out_dir / CHECKPOINTS, run.progress.step, run.cfg.keep_checkpoints, write)
+
+
+def _resume_from(run: _Run, checkpoint: Path) -> None:
+    """Load an intact checkpoint; one that does not fit this model or optimizer is a one-line error."""
+    try:
+        checkpoint_state.read_state(checkpoint, run.accelerator, model=run.model, optimizer=run.optimizer,
+                                    scheduler=run.scheduler, progress=run.progress)
+    except (RuntimeError, ValueError, KeyError, TypeError) as err:
+        reason = " ".join(str(err).split())[:300]
+        raise DistillError(f"{checkpoint}: does not fit this run ({reason}); resume with the settings it was "
+                           "saved with, or start over with --force") from None
 
 
 def _stop_if_signalled(run: _Run, stop: StopSignal) -> None:
@@ -487,11 +509,12 @@ def _flat_config(cfg: TrainingConfig) -> dict:
 
 
 def _save_final(accelerator, model, out_dir: Path, tokenizer, info: ModelInfo, metrics: dict) -> None:
-    """Rebuild ``out_dir`` atomically as the finished model folder; ``distill.json`` is its last file."""
+    """Rebuild ``out_dir`` atomically as the finished model folder; ``distill.json`` is its last file.
+    Files that are not a model folder's (a user's notes) stay: the new folder is merged around them."""
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
-        with atomic_dir(out_dir) as tmp:
+        with write_folder(out_dir, MODEL_FILES, keep_others=True, last=INFO_FILE) as tmp:
             unwrapped.save_pretrained(tmp, state_dict=state_dict)
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -229,13 +230,20 @@ def _coerce(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
             except DistillError:
                 pass  # not a count: reported below as the wrong type
     elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.replace("_", ""))
-            except ValueError:
-                pass
+        number = None
+        try:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                number = float(value)
+            elif isinstance(value, str):
+                number = float(value.replace("_", ""))
+        except (ValueError, OverflowError):
+            pass
+        if number is not None:
+            if math.isfinite(number):
+                return number
+            # inf and nan pass every "> 0" or range check that follows, so they are refused here, for every float.
+            problems.append(f"{key}: {_show(value)} is not a finite number; give a number such as 0.5 or 3e-4")
+            return INVALID
     elif tp is str:
         if isinstance(value, str):
             return value

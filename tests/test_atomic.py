@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from distill.atomic import atomic_dir, atomic_write, atomic_write_json, atomic_write_text
+from distill.atomic import atomic_write, atomic_write_json, atomic_write_text, write_folder
 
 
 @contextlib.contextmanager
@@ -27,7 +27,7 @@ def test_umask_022_gives_0644_files_and_0755_folders(tmp_path):
     with umask(0o022):
         atomic_write_text(tmp_path / "a.txt", "x")
         atomic_write_json(tmp_path / "new" / "b.json", {"k": 1})
-        with atomic_dir(tmp_path / "folder") as tmp:
+        with write_folder(tmp_path / "folder", ["*.txt"]) as tmp:
             assert mode(tmp) == 0o755  # already final while it is being filled
             (tmp / "inside.txt").write_text("y")
     assert mode(tmp_path / "a.txt") == 0o644 and mode(tmp_path / "new" / "b.json") == 0o644
@@ -37,7 +37,7 @@ def test_umask_022_gives_0644_files_and_0755_folders(tmp_path):
 def test_umask_077_keeps_outputs_private(tmp_path):
     with umask(0o077):
         atomic_write_text(tmp_path / "a.txt", "x")
-        with atomic_dir(tmp_path / "folder"):
+        with write_folder(tmp_path / "folder", []):
             pass
     assert mode(tmp_path / "a.txt") == 0o600 and mode(tmp_path / "folder") == 0o700
 
@@ -67,18 +67,18 @@ def test_failed_folder_keeps_the_old_folder(tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("old")
     with pytest.raises(RuntimeError, match="boom"):
-        with atomic_dir(out) as tmp:
+        with write_folder(out, ["*.txt"]) as tmp:
             (tmp / "keep.txt").write_text("new")
             raise RuntimeError("boom")
     assert (out / "keep.txt").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_atomic_dir_replaces_an_existing_folder(tmp_path):
+def test_write_folder_replaces_a_folder_of_its_own_files(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "stale.txt").write_text("old")
-    with atomic_dir(out) as tmp:
+    with write_folder(out, ["*.txt"]) as tmp:
         (tmp / "fresh.txt").write_text("new")
     assert sorted(p.name for p in out.iterdir()) == ["fresh.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

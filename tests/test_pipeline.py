@@ -168,5 +168,5 @@ def test_a_second_run_on_the_same_folder_stops_at_once(tmp_path, capsys):
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a run in progress holds it
         assert main(["run", str(recipe)]) == 2
     err = capsys.readouterr().err
-    assert "another python -m distill run is working in this folder" in err and len(err.strip().splitlines()) == 1
+    assert f"{tmp_path / 'run'}: another run is working in this folder" in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".run.lock"]  # nothing started

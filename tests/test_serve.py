@@ -209,7 +209,7 @@ def test_busy_model_answers_503_after_the_queue_timeout(server):
         start_time = time.monotonic()
         response = post(server, "/api/stream", {"prompt": "London", "max_new_tokens": 4})
         waited = time.monotonic() - start_time
-        assert response.status_code == 503 and "busy" in response.json()["error"]
+        assert response.status_code == 503 and "busy" in response.json()["error"] and response.headers["Retry-After"] == "1"
         assert 0.2 <= waited < 5
     finally:
         server.queue_timeout = 10

@@ -120,6 +120,8 @@ def test_a_finished_teacher_is_out_of_date_with_another_tokenizer_or_other_setti
     teacher = recipe.teachers[0]
     folder = tmp_path / "llama"
     folder.mkdir()
+    (folder / "config.json").write_text("{}", encoding="utf-8")  # a finished folder has its config and weights
+    (folder / "model.safetensors").write_bytes(b"")
     (folder / "distill.json").write_text(json.dumps({"tokenizer_sha256": "a" * 64, "recipe": teacher.to_dict()}), encoding="utf-8")
     expected = expected_info(recipe, "teacher", teacher.name)
     assert model_stale(folder, dataclasses.replace(expected, tokenizer_sha256="a" * 64)) is None

@@ -23,12 +23,15 @@ from distill.corpus.clean import clean_file
 from distill.corpus.combine import DEFAULT_SOURCE, combine
 from distill.corpus.convert import convert
 from distill.corpus.gutenberg_fetch import fetch_gutenberg
+from distill.corpus.polite_get import check_base_url, check_timeout
 from distill.corpus.records import read_split
-from distill.corpus.scrape import scrape
+from distill.corpus.scrape import printable, scrape
 from distill.corpus.split import SPLITS, write_splits
 from distill.counts import parse_count
 from distill.errors import DistillError, cli_entry
 from distill.recipe import Recipe, load_recipe
+
+EXIT_CTRL_C = 130  # 128 + SIGINT
 
 
 def _int_arg(value: str) -> int:
@@ -44,6 +47,26 @@ def _path_arg(value: str) -> str:
     if not value.strip():
         raise argparse.ArgumentTypeError("is empty; give a file or folder path")
     return value
+
+
+def _url_arg(example: str):
+    """A ``--base-url`` argument: an http(s) address with a host, checked before anything is fetched."""
+
+    def url(value: str) -> str:
+        try:
+            return check_base_url(value, example)
+        except DistillError as err:
+            raise argparse.ArgumentTypeError(str(err).partition(": ")[2]) from None
+
+    return url
+
+
+def _seconds_arg(value: str) -> float:
+    """A ``--timeout`` argument: seconds above 0 (0 would make every request fail at once)."""
+    try:
+        return check_timeout(float(value))
+    except (ValueError, DistillError):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds above 0; give e.g. 30") from None
 
 
 def _add_budget_args(parser: ArgumentParser, required: bool) -> None:
@@ -62,14 +85,14 @@ def build_parser() -> ArgumentParser:
 
     p = sub.add_parser("scrape", help="fetch 1911 Britannica articles from WikiSource (resumable)", description="Fetch 1911 Britannica articles through the MediaWiki API into one JSON per article; a rerun skips stored articles.")
     p.add_argument("--out", type=_path_arg, required=True, help="folder for the article JSON files")
-    p.add_argument("--base-url", default="https://en.wikisource.org", help="MediaWiki site (default https://en.wikisource.org)")
+    p.add_argument("--base-url", type=_url_arg("https://en.wikisource.org"), default="https://en.wikisource.org", help="MediaWiki site (default https://en.wikisource.org)")
     p.add_argument("--limit", type=_int_arg, help="only the first N articles of the listing")
     p.add_argument("--volume", type=_int_arg, help="only articles of this volume (1-29)")
     p.add_argument("--concurrency", type=_int_arg, default=2, help="requests in flight at once (default 2)")
     p.add_argument("--delay", type=float, default=1.0, help="seconds between request starts (default 1.0)")
     p.add_argument("--retries", type=_int_arg, default=5, help="retries of a failed request (default 5)")
     p.add_argument("--backoff", type=float, default=1.0, help="first retry wait in seconds, doubled each time, unless Retry-After says otherwise (default 1.0)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer (default 30)")
+    p.add_argument("--timeout", type=_seconds_arg, default=30.0, help="seconds to wait for an answer (default 30)")
     p.add_argument("--batch-size", type=_int_arg, default=20, help="articles per API request, at most 50 (default 20)")
     p.add_argument("--contact", default=None, help="your e-mail address or project page, sent in the User-Agent (required for Wikimedia sites)")
 
@@ -78,16 +101,16 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--from-dir", type=_path_arg, default=None, help="copy from this local folder (top level and one folder down) instead of downloading; every file must match the shipped sha256")
     p.add_argument("--volumes", default=None, help="only these volumes: 2,3 or 2-5 or 2,4-6 (default all: 2-17)")
     p.add_argument("--limit", type=_int_arg, help="only the first N texts of the selection")
-    p.add_argument("--base-url", default="https://www.gutenberg.org", help="Project Gutenberg site or mirror (default https://www.gutenberg.org; PG asks automated downloads to use a mirror)")
+    p.add_argument("--base-url", type=_url_arg("https://www.gutenberg.org or a mirror's address"), default="https://www.gutenberg.org", help="Project Gutenberg site or mirror (default https://www.gutenberg.org; PG asks automated downloads to use a mirror)")
     p.add_argument("--contact", default=None, help="your e-mail address or project page, sent in the User-Agent")
     p.add_argument("--delay", type=float, default=1.0, help="seconds between request starts (default 1.0)")
     p.add_argument("--retries", type=_int_arg, default=5, help="retries of a failed request (default 5)")
     p.add_argument("--backoff", type=float, default=1.0, help="first retry wait in seconds, doubled each time, unless Retry-After says otherwise (default 1.0)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer (default 30)")
+    p.add_argument("--timeout", type=_seconds_arg, default=30.0, help="seconds to wait for an answer (default 30)")
 
     p = sub.add_parser("convert", help="raw articles to one .txt per article", description="Convert scraped article JSON, Project Gutenberg 1911 slices (.txt/.txt.gz) or the 1810 volume files into one .txt per article: title line, then the body.")
     p.add_argument("--source", type=_path_arg, required=True, action="append", help="folder (or file) of scraped .json articles, Gutenberg slices or 1810 vol*.json files; repeat it to combine sources (an article an earlier source gave is kept once)")
-    p.add_argument("--out", type=_path_arg, required=True, help="folder for the .txt files (other files in it are left alone)")
+    p.add_argument("--out", type=_path_arg, required=True, help="folder for the .txt files; a rerun replaces or removes only the files convert wrote there (listed in .distill-convert.json), leaves other files alone and refuses to overwrite one")
     p.add_argument("--format", default="auto", choices=["auto", "wikisource", "eb1810", "gutenberg"], help="input form (default: detected per file)")
     p.add_argument("--min-words", type=_int_arg, default=20, help="drop articles with fewer body words (default 20)")
     p.add_argument("--max-words", type=_int_arg, help="drop articles with more body words")
@@ -96,7 +119,7 @@ def build_parser() -> ArgumentParser:
 
     p = sub.add_parser("combine", help="per-article .txt files to one record file", description="Write one '<s> TEXT </s>' record per article file; the inputs are not modified.")
     p.add_argument("--source", type=_path_arg, default=DEFAULT_SOURCE, help=f"folder of per-article .txt files (default {DEFAULT_SOURCE})")
-    p.add_argument("--out", type=_path_arg, required=True, help="record file to write, e.g. combined.txt")
+    p.add_argument("--out", type=_path_arg, required=True, help="record file to write, outside --source, e.g. combined.txt")
 
     p = sub.add_parser("clean", help="normalise quotes, dashes, whitespace (idempotent)", description="Normalise every record of a record file: Unicode NFC, quotes, dashes, ligatures, whitespace.")
     p.add_argument("--input", type=_path_arg, required=True, help="record file, e.g. combined.txt")
@@ -141,34 +164,52 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _scrape(args: argparse.Namespace) -> None:
+def _interrupted(what: str, out: str) -> int:
+    """Ctrl-C during a download: one line on what is kept, exit 130 (128 + SIGINT, as a shell reports it)."""
+    print(f"interrupted: {what} stored in {out} by this run are whole and kept; run the same command again to go on", file=sys.stderr)
+    return EXIT_CTRL_C
+
+
+def _scrape(args: argparse.Namespace) -> int | None:
     stored = 0
 
     def report(title: str, path: Path) -> None:
         nonlocal stored
         stored += 1
-        print(f"[{stored}] {title}", file=sys.stderr)
+        print(f"[{stored}] {printable(title)}", file=sys.stderr)
 
-    result = scrape(
-        args.out, base_url=args.base_url, limit=args.limit, volume=args.volume, concurrency=args.concurrency,
-        delay=args.delay, retries=args.retries, backoff=args.backoff, timeout=args.timeout,
-        batch_size=args.batch_size, contact=args.contact, progress=report,
-    )
+    try:
+        result = scrape(
+            args.out, base_url=args.base_url, limit=args.limit, volume=args.volume, concurrency=args.concurrency,
+            delay=args.delay, retries=args.retries, backoff=args.backoff, timeout=args.timeout,
+            batch_size=args.batch_size, contact=args.contact, progress=report,
+        )
+    except KeyboardInterrupt:
+        return _interrupted(f"the {stored} articles", args.out)
     _print(result.as_dict())
+    return None
 
 
-def _fetch_gutenberg(args: argparse.Namespace) -> None:
+def _fetch_gutenberg(args: argparse.Namespace) -> int | None:
+    stored = 0
+
     def report_file(index: int, total: int, entry, status: str) -> None:
+        nonlocal stored
+        stored += status.startswith(("fetched", "copied"))
         print(f"[{index}/{total}] {entry.file} {status}", file=sys.stderr)
 
-    summary = fetch_gutenberg(
-        args.out, base_url=args.base_url, from_dir=args.from_dir, volumes=args.volumes, limit=args.limit, contact=args.contact,
-        retries=args.retries, backoff=args.backoff, timeout=args.timeout, delay=args.delay, progress=report_file,
-    )
+    try:
+        summary = fetch_gutenberg(
+            args.out, base_url=args.base_url, from_dir=args.from_dir, volumes=args.volumes, limit=args.limit, contact=args.contact,
+            retries=args.retries, backoff=args.backoff, timeout=args.timeout, delay=args.delay, progress=report_file,
+        )
+    except KeyboardInterrupt:
+        return _interrupted(f"the {stored} texts", args.out)
     if summary["checksum_mismatch"]:
         print(f"warning: {len(summary['checksum_mismatch'])} downloaded texts differ from the shipped sha256 (Project Gutenberg "
               "regenerates headers; see the checksum column of MANIFEST.tsv): " + ", ".join(summary["checksum_mismatch"]), file=sys.stderr)
     _print(summary)
+    return None
 
 
 def _convert(args: argparse.Namespace) -> None:
@@ -242,8 +283,7 @@ _COMMANDS = {
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    _COMMANDS[args.command](args)
-    return 0
+    return _COMMANDS[args.command](args) or 0
 
 
 if __name__ == "__main__":

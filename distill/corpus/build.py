@@ -16,6 +16,7 @@ from distill.corpus.records import iter_records, strip_markers
 from distill.corpus.split import SPLITS, write_splits
 from distill.counts import parse_count
 from distill.errors import DistillError
+from distill.folder_lock import locks_output_dir
 
 if TYPE_CHECKING:
     from distill.recipe import Recipe
@@ -87,6 +88,7 @@ def build_splits(
     )
 
 
+@locks_output_dir
 def run(recipe: Recipe, *, force: bool = False, resume: bool = False, out: str | Path | None = None,
         allow_short: bool = False) -> dict:
     """The recipe's corpus stage: ``corpus.source`` split under the ``corpus.*`` budgets, seed and

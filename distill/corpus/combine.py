@@ -32,7 +32,14 @@ def read_text_articles(source: str | Path) -> list[str]:
 
 
 def combine(source: str | Path, output: str | Path) -> dict:
-    """Write ``output`` with one record per article of ``source``; returns counts."""
+    """Write ``output`` with one record per article of ``source``; returns counts. ``output`` may not
+    be one of the inputs, nor a ``.txt`` in ``source`` (the next run would read it as an article)."""
+    source, output = Path(source), Path(output)
+    if output.suffix == ".txt" and source.is_dir() and output.resolve().parent == source.resolve():
+        raise DistillError(
+            f"{output}: is inside --source {source}, where every .txt is an input article; "
+            f"write the record file elsewhere, e.g. --out {source.parent / 'combined.txt'}"
+        )
     texts = read_text_articles(source)
     with atomic_write(output) as handle:
         for text in texts:

@@ -16,6 +16,8 @@ Several sources may be converted into one folder (a WikiSource scrape and the Gu
 an article whose whole title an earlier source already gave is kept once, from the earlier source.
 
 Every input is converted in memory first, so a bad file stops the run before anything is written.
+The output folder keeps a list of the files it wrote (``.distill-convert.json``): a rerun replaces
+or removes only those, leaves every other file alone and refuses to overwrite one.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from distill.atomic import atomic_write_text
+from distill.atomic import write_folder
 from distill.corpus import gutenberg, gutenberg_slices
 from distill.corpus.htmltext import eb1810_html_to_text, rendered_html_to_text
 from distill.corpus.naming import display_title, match_key, safe_filename
@@ -37,7 +39,7 @@ from distill.corpus.wikitext_stats import ConvertStats
 from distill.errors import DistillError
 
 FORMATS = ("auto", "wikisource", "eb1810", "gutenberg")
-_OUR_TEXT_FILE = re.compile(r"^[a-z0-9-]+-[0-9a-f]{10}\.txt$")
+WRITTEN = ".distill-convert.json"  # in the output folder: the article files the last convert wrote
 # Headwords that are really a sentence cut out of a long article ("THIS IS BY NO").
 _FRAGMENT_END = {"A", "AN", "AND", "AS", "BE", "BY", "FOR", "FROM", "IN", "IS", "NO", "OF", "ON", "THAT", "THE", "THIS", "TO", "WITH"}
 _EB1810_MATTER = re.compile(r"^(END OF|EXPLANATION OF THE PLATE|DIRECTIONS FOR|ERRATA|INDEX\b|CONTENTS\b)", re.IGNORECASE)
@@ -182,6 +184,8 @@ def _load_json(path: Path) -> object:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DistillError(f"{path}: not valid JSON ({err}); re-scrape it or remove the file") from None
+    except RecursionError:  # json's decoder recurses once per level of [ or {
+        raise DistillError(f"{path}: JSON nested too deeply to read (no article is); re-scrape it or remove the file") from None
 
 
 def _gutenberg_articles(paths: list[Path], report: ConvertReport, min_words: int) -> list[Article]:
@@ -293,23 +297,19 @@ def select_by_bytes(articles: list[Article], max_bytes: int) -> list[Article]:
 
 
 def write_articles(articles: Iterable[Article], out: str | Path) -> int:
-    """One ``.txt`` per article in ``out`` (atomic writes); earlier article files not written again
-    are removed, other files (a README) are left alone. Returns the number written."""
+    """One ``.txt`` per article in ``out``, written as one folder: the article files an earlier run
+    wrote (listed in :data:`WRITTEN`) and did not write again are removed, other files (a README,
+    a user's notes) are left alone, and one that an article would overwrite is refused.
+    Returns the number written."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise DistillError(f"{out}: exists and is not a folder; give a folder for the article text files")
     articles = list(articles)
     names = [article.filename for article in articles]
     duplicates = [name for name, count in collections.Counter(names).items() if count > 1]
     if duplicates:
         raise DistillError(f"{duplicates[0]}: two articles share this key; the source holds a duplicate title")
-    out.mkdir(parents=True, exist_ok=True)
-    for article, name in zip(articles, names):
-        atomic_write_text(out / name, article.text)
-    keep = set(names)
-    for path in out.iterdir():
-        if _OUR_TEXT_FILE.match(path.name) and path.name not in keep:
-            path.unlink()
+    with write_folder(out, (), keep_others=True, record=WRITTEN) as tmp:
+        for article, name in zip(articles, names):
+            (tmp / name).write_text(article.text, encoding="utf-8")
     return len(articles)
 
 

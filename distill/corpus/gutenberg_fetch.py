@@ -10,9 +10,10 @@ author lists, which hold no articles).
 
 Two sources:
 
-* downloads, one request at a time, ``delay`` seconds between request starts, a descriptive
-  User-Agent with ``contact``, capped retries with exponential backoff on 5xx, 429, connection
-  errors, timeouts and bodies cut short, honouring ``Retry-After``. For each ebook the URLs are
+* downloads, one request at a time, through the corpus's one polite GET
+  (:mod:`distill.corpus.polite_get`: ``delay`` seconds between request starts, a descriptive
+  User-Agent with ``contact``, capped retries with backoff honouring ``Retry-After``, capped
+  redirects, waits that Ctrl-C cuts at once). For each ebook the URLs are
   tried in turn, a 404 moving to the next: ``/files/ID/ID-8.txt`` (Latin-1, the file the shipped
   sha256 was taken from), ``/files/ID/ID-0.txt`` and ``/cache/epub/ID/pgID.txt`` (UTF-8, a BOM
   dropped), then ``/1/3/6/0/13600/13600-8.txt``, the layout of PG's mirrors. Project Gutenberg asks
@@ -36,26 +37,24 @@ import csv
 import gzip
 import hashlib
 import io
-import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
-from urllib.parse import urlsplit
 
 import requests
 
 from distill.atomic import atomic_write_bytes, atomic_write_text
-from distill.corpus.mediawiki import MAX_WAIT_S, RETRY_STATUS, retry_after_seconds, user_agent
+from distill.corpus.polite_get import PoliteGet, check_base_url, user_agent
 from distill.corpus.records import count_words
 from distill.errors import DistillError
 
 CATALOG = Path(__file__).with_name("eb1911_gutenberg.tsv")
 DEFAULT_BASE_URL = "https://www.gutenberg.org"
+EXAMPLE_URL = "https://www.gutenberg.org or a mirror's address"
 MANIFEST_COLUMNS = ("file", "volume", "slice", "pg_ebook_id", "kind", "title", "words", "sha256", "checksum", "source")
 VOLUMES = 29  # the 1911 edition's volume count
 GONE_STATUS = {404, 410}  # this URL has no such file: try the next one
-_READ_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)
 
 
 @dataclass(frozen=True)
@@ -135,64 +134,34 @@ def gunzip_text(data: bytes) -> bytes | None:
 
 
 class GutenbergClient:
-    """Plain-text GETs with a polite delay between request starts, capped retries and backoff."""
+    """Plain-text GETs of one site through the corpus's polite GET (:mod:`distill.corpus.polite_get`)."""
 
     def __init__(self, base_url: str, *, contact: str | None = None, delay: float = 1.0, retries: int = 5, backoff: float = 1.0, timeout: float = 30.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.delay, self.retries, self.backoff, self.timeout = delay, retries, backoff, timeout
-        self.user_agent = user_agent(contact)
-        self.session = requests.Session()
-        self.session.headers.update({"User-Agent": self.user_agent, "Accept": "text/plain"})
-        self.requests_made = 0
-        self._next_start = 0.0
+        self.base_url = check_base_url(base_url, EXAMPLE_URL).rstrip("/")
+        self.http = PoliteGet(contact=contact, delay=delay, retries=retries, backoff=backoff, timeout=timeout,
+                              headers={"Accept": "text/plain"}, resume_hint="a rerun skips the files already stored")
+
+    @property
+    def requests_made(self) -> int:
+        return self.http.requests_made
 
     def close(self) -> None:
-        self.session.close()
-
-    def _wait_turn(self) -> None:
-        now = time.monotonic()
-        if self._next_start > now:
-            time.sleep(self._next_start - now)
-        self._next_start = max(now, self._next_start) + self.delay
-        self.requests_made += 1
+        self.http.close()
 
     def get_text(self, url: str, encoding: str) -> str | None:
         """The decoded text at ``url``, or None when the server has no such file (404/410)."""
-        problem = "no answer"
-        for attempt in range(self.retries + 1):
-            self._wait_turn()
-            wait = self.backoff * (2**attempt)
-            try:
-                response = self.session.get(url, timeout=self.timeout)
-                body = response.content
-            except _READ_ERRORS as err:
-                problem = f"cannot reach the server or read its answer ({type(err).__name__})"
-            else:
-                status = response.status_code
-                if status in GONE_STATUS:
-                    return None
-                if status in RETRY_STATUS:
-                    problem = f"HTTP {status}"
-                    told = retry_after_seconds(response)
-                    wait = told if told is not None else wait
-                elif status != 200:
-                    raise DistillError(
-                        f"{url}: HTTP {status}; check --base-url (a Project Gutenberg site or mirror), or copy the files "
-                        "from elsewhere with --from-dir (Project Gutenberg blocks some automated access: a mirror avoids that)"
-                    )
-                elif _cut_short(response, body):
-                    problem = f"the answer was cut short ({len(body)} of {response.headers['Content-Length']} bytes)"
-                else:
-                    return _decode(url, response, body, encoding)
-            if attempt < self.retries:
-                time.sleep(min(wait, MAX_WAIT_S))
-        raise DistillError(f"{url}: {problem} after {self.retries + 1} tries; check --base-url and your network, or try again later (a rerun skips the files already stored)")
 
+        def answer(response: requests.Response) -> str | None:
+            if response.status_code in GONE_STATUS:
+                return None
+            if response.status_code != 200:
+                raise DistillError(
+                    f"{url}: HTTP {response.status_code}; check --base-url (a Project Gutenberg site or mirror), or copy the files "
+                    "from elsewhere with --from-dir (Project Gutenberg blocks some automated access: a mirror avoids that)"
+                )
+            return _decode(url, response, response.content, encoding)
 
-def _cut_short(response: requests.Response, body: bytes) -> bool:
-    length = response.headers.get("Content-Length", "")
-    encoded = response.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
-    return length.isdigit() and not encoded and len(body) < int(length)
+        return self.http.get(url, answer)
 
 
 def _decode(url: str, response: requests.Response, body: bytes, encoding: str) -> str:
@@ -275,8 +244,9 @@ def fetch_gutenberg(
     """
     if retries < 0 or delay < 0 or backoff < 0 or timeout <= 0 or (limit is not None and limit < 0):
         raise DistillError("--retries, --delay, --backoff and --limit must be 0 or more, --timeout more than 0")
-    if from_dir is None and (urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).netloc):
-        raise DistillError(f"--base-url: {base_url!r} is not an http(s) address; give e.g. https://www.gutenberg.org or a mirror's address")
+    if from_dir is None:
+        check_base_url(base_url, EXAMPLE_URL)
+        user_agent(contact)  # a contact no header can carry is refused before the folder is made
     listed = load_catalog() if catalog is None else list(catalog)
     entries = _select(listed, volumes, limit)
     out = Path(out)

@@ -1,4 +1,5 @@
-"""A small, polite MediaWiki API client (``/w/api.php``) over ``requests``.
+"""A small, polite MediaWiki API client (``/w/api.php``) over the corpus's one polite GET
+(:mod:`distill.corpus.polite_get`).
 
 Wikimedia's API etiquette: a descriptive User-Agent with contact details, few requests at a time,
 ``maxlag`` so busy servers can turn us away, and a wait when told to (429/503 with
@@ -10,67 +11,37 @@ and a Wikimedia host (en.wikisource.org, ...) is refused without one (``--contac
 """
 from __future__ import annotations
 
-import email.utils
-import threading
-import time
 from typing import Iterator
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import requests
 
-from distill import __version__
+from distill.corpus.polite_get import PoliteGet, RetryLater, check_base_url, host_of, retry_after_seconds
 from distill.errors import DistillError
 
 WIKIMEDIA_DOMAINS = ("wikisource.org", "wikipedia.org", "wikimedia.org", "wikidata.org")  # their policy asks for a contact
-RETRY_STATUS = {429, 500, 502, 503, 504}
-MAX_WAIT_S = 300.0  # never sleep longer than this on one Retry-After
-
-
-class Cancelled(Exception):
-    """Raised instead of starting a request once :attr:`MediaWikiClient.cancelled` is set."""
-
-
-def user_agent(contact: str | None = None) -> str:
-    """``distill-corpus/VERSION (CONTACT; purpose) python-requests/VERSION``, the form Wikimedia asks for."""
-    who = f"{contact.strip()}; " if contact and contact.strip() else ""
-    return f"distill-corpus/{__version__} ({who}1911 Britannica research corpus builder) python-requests/{requests.__version__}"
+EXAMPLE_URL = "https://en.wikisource.org"
 
 
 def is_wikimedia(base_url: str) -> bool:
-    host = (urlsplit(base_url).hostname or "").lower()
+    host = host_of(base_url)
     return any(host == domain or host.endswith("." + domain) for domain in WIKIMEDIA_DOMAINS)
 
 
 def check_contact(base_url: str, contact: str | None) -> None:
     """DistillError when a Wikimedia host would get no contact in the User-Agent."""
     if is_wikimedia(base_url) and not (contact and contact.strip()):
-        host = urlsplit(base_url).hostname
         raise DistillError(
-            f"--contact: required for {host}; Wikimedia's User-Agent policy asks for a way to reach whoever runs "
+            f"--contact: required for {host_of(base_url)}; Wikimedia's User-Agent policy asks for a way to reach whoever runs "
             "the scraper: pass your e-mail address or a web page about your project, e.g. --contact you@example.org"
         )
-
-
-def retry_after_seconds(response: requests.Response) -> float | None:
-    """Seconds a 429/503 answer asks us to wait (`Retry-After` as seconds or an HTTP date), or None."""
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 class MediaWikiClient:
     """GET requests to ``{base_url}/w/api.php`` with a polite delay, capped retries and backoff.
 
-    Thread-safe: each thread has its own ``requests.Session``; the delay is shared, so
-    ``delay`` seconds pass between the starts of any two requests.
+    Thread-safe; the delay is shared, so ``delay`` seconds pass between the starts of any two
+    requests. Set :attr:`cancelled` to stop every thread before its next request or wait.
     """
 
     def __init__(
@@ -84,35 +55,19 @@ class MediaWikiClient:
         timeout: float = 30.0,
         maxlag: int = 5,
     ) -> None:
-        check_contact(base_url, contact)
+        check_contact(check_base_url(base_url, EXAMPLE_URL), contact)
         self.base_url = base_url.rstrip("/")
         self.api_url = f"{self.base_url}/w/api.php"
-        self.user_agent = user_agent(contact)
-        self.delay, self.retries, self.backoff, self.timeout, self.maxlag = delay, retries, backoff, timeout, maxlag
-        self.requests_made = 0
-        self._lock = threading.Lock()
-        self._next_start = 0.0
-        self._local = threading.local()
-        self.cancelled = threading.Event()  # set it to stop every thread before its next request
+        self.maxlag = maxlag
+        self.http = PoliteGet(contact=contact, delay=delay, retries=retries, backoff=backoff, timeout=timeout,
+                              headers={"Accept": "application/json", "Accept-Encoding": "gzip"},
+                              resume_hint="the run resumes where it stopped")
+        self.user_agent = self.http.user_agent
+        self.cancelled = self.http.cancelled
 
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.headers.update({"User-Agent": self.user_agent, "Accept": "application/json", "Accept-Encoding": "gzip"})
-            self._local.session = session
-        return session
-
-    def _wait_turn(self) -> None:
-        if self.cancelled.is_set():
-            raise Cancelled()
-        with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next_start)
-            self._next_start = start + self.delay
-            self.requests_made += 1
-        if start > now:
-            time.sleep(start - now)
+    @property
+    def requests_made(self) -> int:
+        return self.http.requests_made
 
     def describe(self, params: dict) -> str:
         """The request as a URL, for error messages (long title lists shortened)."""
@@ -123,36 +78,20 @@ class MediaWikiClient:
         """The decoded JSON answer to ``params``; waits and retries on 429/5xx/maxlag/network errors."""
         params = {"format": "json", "formatversion": "2", "maxlag": str(self.maxlag), **params}
         url = self.describe(params)
-        problem = "no answer"
-        for attempt in range(self.retries + 1):
-            self._wait_turn()
-            wait = self.backoff * (2**attempt)
-            try:
-                response = self._session().get(self.api_url, params=params, timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as err:
-                problem = f"cannot reach the server ({type(err).__name__})"
-            else:
-                if response.status_code in RETRY_STATUS:
-                    problem = f"HTTP {response.status_code}"
-                    told = retry_after_seconds(response)
-                    wait = told if told is not None else wait
-                elif response.status_code != 200:
-                    raise DistillError(f"{url}: HTTP {response.status_code}; check --base-url (it must be a MediaWiki site such as https://en.wikisource.org)")
-                else:
-                    data = self._decode(response, url)
-                    error = data.get("error")
-                    if not error:
-                        return data
-                    if isinstance(error, dict) and error.get("code") == "maxlag":
-                        problem = "server lagged (maxlag)"
-                        told = retry_after_seconds(response)
-                        wait = told if told is not None else max(wait, 5.0)
-                    else:
-                        info = error.get("info", error) if isinstance(error, dict) else error
-                        raise DistillError(f"{url}: the API answered an error ({info}); check the request options")
-            if attempt < self.retries:
-                time.sleep(min(wait, MAX_WAIT_S))
-        raise DistillError(f"{url}: {problem} after {self.retries + 1} tries; check --base-url and your network, or try again later (the run resumes where it stopped)")
+
+        def answer(response: requests.Response) -> dict:
+            if response.status_code != 200:
+                raise DistillError(f"{url}: HTTP {response.status_code}; check --base-url (it must be a MediaWiki site such as {EXAMPLE_URL})")
+            data = self._decode(response, url)
+            error = data.get("error")
+            if not error:
+                return data
+            if isinstance(error, dict) and error.get("code") == "maxlag":
+                raise RetryLater("server lagged (maxlag)", retry_after_seconds(response), at_least=5.0)
+            info = error.get("info", error) if isinstance(error, dict) else error
+            raise DistillError(f"{url}: the API answered an error ({info}); check the request options")
+
+        return self.http.get(self.api_url, answer, params=params, shown=url)
 
     @staticmethod
     def _decode(response: requests.Response, url: str) -> dict:

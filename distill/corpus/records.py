@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from distill.errors import DistillError
+from distill.errors import DistillError, not_utf8
 
 BOS, EOS = "<s>", "</s>"
 _MARKER = re.compile(r"</?s>")
@@ -45,24 +45,40 @@ def iter_records(path: str | Path) -> Iterator[str]:
     if not path.is_file():
         raise DistillError(f"{path}: file not found; build it with python -m distill.corpus (combine, clean or split)")
     lines: list[str] | None = None  # the open record's lines; None between records
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            line = line.rstrip("\n")
-            if lines is None:
-                if not line.strip():
-                    continue
-                if not line.startswith(BOS):
-                    raise DistillError(f"{path}:{number}: a record must start with '<s> '; rebuild it with python -m distill.corpus")
-                line = line[len(BOS):].lstrip(" ")
-                lines = []
-            if line.endswith(EOS):
-                lines.append(line[: -len(EOS)].rstrip(" "))
-                yield "\n".join(lines)
-                lines = None
-            else:
-                lines.append(line)
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                line = line.rstrip("\n")
+                if lines is None:
+                    if not line.strip():
+                        continue
+                    if not line.startswith(BOS):
+                        raise DistillError(f"{path}:{number}: a record must start with '<s> '; rebuild it with python -m distill.corpus")
+                    line = line[len(BOS):].lstrip(" ")
+                    lines = []
+                if line.endswith(EOS):
+                    lines.append(line[: -len(EOS)].rstrip(" "))
+                    yield "\n".join(lines)
+                    lines = None
+                else:
+                    lines.append(line)
+    except UnicodeDecodeError as err:
+        raise _not_utf8(path, err) from None
     if lines is not None:
         raise DistillError(f"{path}: the last record has no closing '</s>'; rebuild it with python -m distill.corpus")
+
+
+def _not_utf8(path: Path, err: UnicodeDecodeError) -> DistillError:
+    """The error for a record file that is not UTF-8, naming its first bad line (the text decoder
+    reads in blocks, so its error knows the block, not the line)."""
+    fix = "save it as UTF-8 or rebuild it with python -m distill.corpus"
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as line_err:
+                return not_utf8(path, line_err, fix, line=number)
+    return DistillError(f"{path}: not UTF-8 text ({err.reason}); {fix}")  # the file changed meanwhile
 
 
 def read_split(path: str | Path) -> list[str]:

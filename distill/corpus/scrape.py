@@ -17,6 +17,7 @@ import functools
 import itertools
 import re
 import threading
+import unicodedata
 from collections import OrderedDict
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
@@ -48,6 +49,12 @@ def is_article_title(title: str, prefix: str = ARTICLE_PREFIX) -> bool:
         return False
     rest = title[len(prefix):].strip()
     return bool(rest) and "/" not in rest and "#" not in rest and not _NOT_ARTICLE.match(rest)
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: control and format characters (ESC, BEL, CR, NEL, bidi
+    overrides, ...) written as ``\\x1b``-style escapes, so a title from the server cannot drive it."""
+    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in ("Cc", "Cf") else ch for ch in text)
 
 
 def article_url(base_url: str, title: str) -> str:
@@ -232,7 +239,8 @@ def _fetch_and_store(
 ) -> None:
     """Run ``fetch`` on ``concurrency`` threads, at most one batch each, and store what each returns.
 
-    ``stop`` is set when this ends or fails, so no thread starts another request.
+    ``stop`` is set when this ends or fails (Ctrl-C included), so no thread starts another request
+    and a thread waiting on a ``Retry-After`` wakes at once: the pool shuts down without waiting it out.
     """
 
     def limit_reached() -> bool:

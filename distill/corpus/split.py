@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import os
 import random
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from distill.artifacts import file_sha256
-from distill.atomic import atomic_dir, atomic_write_json
+from distill.atomic import atomic_write_json, check_folder, write_folder
 from distill.corpus.clean import clean_text
 from distill.corpus.facts import read_facts
 from distill.corpus.records import count_words, format_record, record_title, records_sha256
@@ -152,13 +151,11 @@ def _interleave(articles: list[str], extra: list[str], seed: int) -> list[str]:
     return out
 
 
+_OUT_FIX = "give an empty folder or one a previous split wrote"
+
+
 def _check_out_folder(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise DistillError(f"{out}: exists and is not a folder; give a folder for the splits")
-    if out.is_dir():
-        other = sorted(name for name in os.listdir(out) if name not in SPLIT_FILES)
-        if other:
-            raise DistillError(f"{out}: holds other files ({', '.join(other[:3])}); give an empty folder or one a previous split wrote")
+    check_folder(out, SPLIT_FILES, fix=_OUT_FIX)
 
 
 def _check_no_split_is_empty(
@@ -236,7 +233,7 @@ def write_splits(
     manifest = _split_manifest(
         texts, words, chosen, split_texts, budgets=budgets, requested=requested, seed=seed, source=source, fact_info=fact_info
     )
-    with atomic_dir(out) as tmp:
+    with write_folder(out, SPLIT_FILES, fix=_OUT_FIX) as tmp:
         for name in SPLITS:
             with open(tmp / f"{name}.txt", "w", encoding="utf-8", newline="\n") as handle:
                 handle.writelines(format_record(text) for text in split_texts[name])

@@ -99,13 +99,15 @@ def test_convert_rerun_replaces_its_files_and_keeps_others(tmp_path):
     out = tmp_path / "text"
     out.mkdir()
     (out / "README.md").write_text("about this folder", encoding="utf-8")
-    (out / "stale-0123456789.txt").write_text("old", encoding="utf-8")
+    (out / "notes-0123456789.txt").write_text("mine", encoding="utf-8")  # named like an article, not convert's
     convert(ASSETS / "corpus" / "eb1810-sample.json", out)
     names = sorted(p.name for p in out.iterdir())
-    assert "README.md" in names and "stale-0123456789.txt" not in names and len(names) == 6
+    assert "README.md" in names and "notes-0123456789.txt" in names and ".distill-convert.json" in names and len(names) == 8
     first = snapshot(out)
     convert(ASSETS / "corpus" / "eb1810-sample.json", out)
     assert snapshot(out) == first
+    convert(ASSETS / "corpus" / "eb1810-sample.json", out, max_words=60)  # fewer articles: its other files go
+    assert len(list(out.glob("*.txt"))) < 6 and (out / "notes-0123456789.txt").read_text(encoding="utf-8") == "mine"
 
 
 def test_combine_one_record_per_article_inputs_untouched(tmp_path):

@@ -10,7 +10,8 @@ from fake_wikisource import FakeWikiSource  # tests/corpus/fake_wikisource.py
 
 from distill import __version__
 from distill.corpus.__main__ import main
-from distill.corpus.mediawiki import MediaWikiClient, user_agent
+from distill.corpus.mediawiki import MediaWikiClient
+from distill.corpus.polite_get import user_agent
 from distill.corpus.scrape import is_article_title, scrape
 from distill.errors import DistillError
 
