@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from distill.artifacts import file_sha256, tokenizer_sha256
 from distill.atomic import write_folder
+from distill.corpus.records import iter_records
 from distill.errors import DistillError
 from distill.recipe import Recipe
-from distill.artifacts import file_sha256, tokenizer_sha256
-from distill.corpus.records import iter_records
 from distill.tokenizer import BOS_ID, EOS_ID
 
 FORMAT_VERSION = 1  # bump when the block layout changes, so old caches are not trusted

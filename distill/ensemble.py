@@ -1,7 +1,7 @@
 """The frozen teachers of a student: :class:`TeacherEnsemble`, and the target they give each batch.
 
 Teachers are model folders (checked at once, loaded lazily through
-:func:`distill.artifacts.load_causal_lm`, the one path that validates a folder's weights and config)
+:func:`distill.model_folder.load_causal_lm`, the one path that validates a folder's weights and config)
 or loaded ``transformers`` causal LMs. All of them and the student share one tokenizer: a folder
 whose tokenizer differs is refused. The ensemble knows each teacher's identity hash (what a finished
 student and the logit cache record), loads them frozen (``eval()``, no gradients) onto the
@@ -24,12 +24,11 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from distill.artifacts import (
-    check_model_dir, load_causal_lm, model_config, model_folder_sha256, module_sha256, read_info, tokenizer_sha256,
-)
+from distill.artifacts import model_folder_sha256, module_sha256, read_info, tokenizer_sha256
 from distill.errors import DistillError
 from distill.logit_cache import MANIFEST, TeacherLogitCache, blocks_sha256
 from distill.losses import LossConfig
+from distill.model_folder import check_model_dir, load_causal_lm, model_config
 from distill.teacher_target import TeacherTarget, teacher_head_target
 
 

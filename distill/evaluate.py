@@ -28,10 +28,7 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from distill import report as report_mod
-from distill.artifacts import (
-    check_device, check_model_dir, is_finished, load_model, model_config, model_dirs, model_names, read_info, stage_inputs,
-    tokenizer_sha256, write_stamp,
-)
+from distill.artifacts import is_finished, model_dirs, model_names, read_info, stage_inputs, tokenizer_sha256, write_stamp
 from distill.cli import ArgumentParser
 from distill.corpus.facts import Fact, read_facts
 from distill.corpus.records import iter_records
@@ -39,6 +36,7 @@ from distill.errors import DistillError, cli_entry
 from distill.folder_lock import locks_output_dir
 from distill.generate import encode_prompt, model_vocab_limit
 from distill.jsonl import read_jsonl
+from distill.model_folder import check_device, check_model_dir, load_model, model_config
 from distill.recipe import Recipe, load_recipe, not_a_folder
 
 FACT_KEYS = ("probe", "answer")

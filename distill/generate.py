@@ -23,9 +23,9 @@ from transformers import (
     GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer,
 )
 
-from distill.artifacts import load_model
 from distill.cli import ArgumentParser
 from distill.errors import DistillError, cli_entry
+from distill.model_folder import load_model
 from distill.recipe import MAX_SAMPLING_SEED, GenerateConfig
 
 _DEFAULTS = GenerateConfig()  # one home for the sampling defaults: the recipe's generate: section

@@ -11,10 +11,11 @@ import sys
 import warnings
 from pathlib import Path
 
-from distill.artifacts import load_model, stage_inputs, write_stamp
+from distill.artifacts import stage_inputs, write_stamp
 from distill.atomic import atomic_write_text
 from distill.folder_lock import locks_output_dir
 from distill.generate import ContextLengthWarning, generate
+from distill.model_folder import load_model
 from distill.recipe import Recipe
 
 NUM_SAMPLES = 3

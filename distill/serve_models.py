@@ -17,9 +17,10 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from distill.artifacts import ModelInfo, is_finished, load_model, model_dirs, model_names
+from distill.artifacts import ModelInfo, is_finished, model_dirs, model_names
 from distill.errors import DistillError
 from distill.generate import stream_generate
+from distill.model_folder import load_model
 from distill.recipe import Recipe, load_recipe
 from distill.serve_requests import DEFAULTS, GenerationRequest
 

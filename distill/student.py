@@ -39,8 +39,9 @@ from typing import Any, Sequence
 
 from accelerate.utils import set_seed
 
-from distill.artifacts import INFO_FILE, MODEL_FILES, ModelInfo, is_finished, load_model, manifest_sha256, must_make, read_info, refuse_unfinished, write_info
+from distill.artifacts import INFO_FILE, MODEL_FILES, ModelInfo, is_finished, manifest_sha256, must_make, read_info, refuse_unfinished, write_info
 from distill.atomic import write_folder
+from distill.cli import load, parse, recipe_parser
 from distill.corpus.facts import train_split_without_facts
 from distill.data import IndexedBlocks, as_blocks
 from distill.distributed import distributed_state, make_accelerator
@@ -51,9 +52,9 @@ from distill.generate import generate as generate_text, trained_context
 from distill.kd import KDStep, ce_step
 from distill.logit_cache import TeacherLogitCache
 from distill.losses import LossConfig
+from distill.model_folder import load_model
 from distill.models import build_model as init_model
 from distill.recipe import Recipe, StudentConfig, default_output_dir, load_recipe, section_from_dict
-from distill.cli import load, parse, recipe_parser
 from distill.tokenizer import load_tokenizer, require_current
 from distill.training import count_target_tokens, train as run_training
 

@@ -18,12 +18,12 @@ from accelerate.utils import set_seed
 from distill.artifacts import ModelInfo, manifest_sha256, must_make, refuse_unfinished, tokenizer_sha256
 from distill.cli import load, parse, recipe_parser
 from distill.data import block_ids, load_blocks, unigram_perplexity
+from distill.distributed import distributed_state
 from distill.errors import DistillError, cli_entry
 from distill.folder_lock import locks_output_dir
 from distill.models import build_model
 from distill.recipe import ModelConfig, Recipe, did_you_mean
 from distill.tokenizer import require_current
-from distill.distributed import distributed_state
 from distill.training import train
 
 

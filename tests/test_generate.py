@@ -109,7 +109,7 @@ def model_dir(tmp_path_factory, tokenizer) -> Path:
 
 @pytest.fixture(scope="module")
 def loaded(model_dir):
-    from distill.artifacts import load_model
+    from distill.model_folder import load_model
 
     return load_model(model_dir, device="cpu")
 
@@ -133,7 +133,7 @@ def test_load_model_reads_folder(loaded, model_dir):
 
 
 def test_load_model_missing_or_unfinished(tmp_path):
-    from distill.artifacts import load_model
+    from distill.model_folder import load_model
 
     with pytest.raises(DistillError, match="no such model folder"):
         load_model(tmp_path / "nowhere")

@@ -11,10 +11,10 @@ import torch
 
 from conftest import interrupt_at_checkpoint, ASSETS, REPO, free_port as _free_port, metrics_rows as _rows, steps_per_epoch, subprocess_env as _env, tiny_recipe_dict, write_recipe, write_splits
 from distill import Student
-from distill.errors import DistillError
-from distill.recipe import load_recipe
 from distill.ensemble import live_target
+from distill.errors import DistillError
 from distill.kd import KDStep
+from distill.recipe import load_recipe
 from distill.student import main
 from distill.training import LossWindow
 

@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from conftest import interrupt_at_checkpoint, REPO, free_port as _free_port, metrics_rows as _rows, steps_per_epoch, subprocess_env as _env
-from distill.recipe import load_recipe
 from distill.artifacts import expected_info, model_stale
+from distill.recipe import load_recipe
 from distill.teacher import main
 
 RESUME_TOLERANCE = 1e-4  # val loss, resumed vs uninterrupted (single process on CPU: equal in practice)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from distill.artifacts import ModelInfo
 from distill.checkpoints import latest_checkpoint
 from distill.data import collate_blocks
 from distill.models import build_model
 from distill.recipe import ModelConfig, TrainingConfig
-from distill.artifacts import ModelInfo
 from distill.training import LossWindow, evaluate_loss, train
 
 VOCAB, SEQ = 64, 16
