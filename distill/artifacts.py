@@ -97,7 +97,7 @@ TOKENIZER_FILES = (
 WEIGHTS_INDEX = "model.safetensors.index.json"
 MODEL_FILES = (
     "config.json", "generation_config.json", "*.safetensors", WEIGHTS_INDEX, *TOKENIZER_FILES, INFO_FILE,
-    "metrics.jsonl", "checkpoints", "runs",
+    "metrics.jsonl", "checkpoints", "runs", "README.md", "training_curve.png",  # the last two: distill.model_card
 )  # fmt: skip
 
 
@@ -252,6 +252,16 @@ def expected_info(recipe: Recipe, role: str, name: str | None = None) -> ModelIn
     return ModelInfo(name=name or role, role=role, recipe=section.to_dict(), tokenizer_sha256=tok_hash, teacher_hashes=hashes)
 
 
+# Training settings that change the logs and checkpoints of a run but not the model it makes.
+BOOKKEEPING_KEYS = ("log_with", "log_every", "save_every", "keep_checkpoints", "eval_every")
+
+
+def _trained_by(section: dict) -> dict:
+    """A model's recipe section without :data:`BOOKKEEPING_KEYS`: what decides the weights."""
+    training = {k: v for k, v in (section.get("training") or {}).items() if k not in BOOKKEEPING_KEYS}
+    return {**section, "training": training} if "training" in section else section
+
+
 def model_stale(folder: str | Path, expected: ModelInfo) -> str | None:
     """Why a model folder must be (re)trained for ``expected``; None when it is finished and current."""
     saved = read_info(folder)
@@ -262,8 +272,8 @@ def model_stale(folder: str | Path, expected: ModelInfo) -> str | None:
     if expected.teacher_hashes is not None and saved.teacher_hashes != expected.teacher_hashes:
         changed = sorted(k for k in expected.teacher_hashes if (saved.teacher_hashes or {}).get(k) != expected.teacher_hashes[k])
         return f"its teachers have changed ({', '.join(changed) or 'other teachers'})"
-    if saved.recipe != expected.recipe:
-        changes = recipe_changes(saved.recipe, expected.recipe)
+    if _trained_by(saved.recipe) != _trained_by(expected.recipe):
+        changes = recipe_changes(_trained_by(saved.recipe), _trained_by(expected.recipe))
         return f"recipe key{'s' if len(changes) > 1 else ''} changed: {', '.join(changes)}"
     return None
 
@@ -301,6 +311,10 @@ def corpus_stale(recipe: Recipe) -> str | None:
     missing = [name for name in ("train", "val", "test") if not recipe.paths.split(name).is_file()]
     if missing:
         diffs.append(f"{', '.join(missing)} split missing")
+    from distill.corpus.dataset import dataset_folder  # here: distill.corpus imports the splitter, which imports this module
+
+    if not (dataset_folder(recipe.paths.corpus) / "dataset_dict.json").is_file():
+        diffs.append("the corpus dataset is missing")
     return f"built with other settings: {'; '.join(diffs)}" if diffs else None
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import math
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,8 @@ from distill.errors import DistillError, cli_entry
 from distill.folder_lock import locks_output_dir
 from distill.generate import encode_prompt, model_vocab_limit
 from distill.jsonl import read_jsonl
+from distill.metrics import load as load_metric
+from distill.model_card import add_evaluation
 from distill.model_folder import check_device, check_model_dir, load_model, model_config
 from distill.recipe import Recipe, load_recipe, not_a_folder
 
@@ -90,7 +91,8 @@ def perplexity(model, tokenizer, split_path_or_texts: str | Path | Iterable[str]
 
     The ids are cut into ``len // seq_len`` blocks of ``seq_len`` (the rest dropped, as in training);
     each block predicts its ``seq_len - 1`` next tokens. A split shorter than one block is scored as
-    a single shorter block.
+    a single shorter block. Each block's summed CE and token count go to the ``block_perplexity``
+    metric (``distill/metrics/``), which takes the token-weighted mean.
     """
     if seq_len < 2:
         raise DistillError(f"seq_len: {seq_len} must be 2 or more")
@@ -105,18 +107,15 @@ def perplexity(model, tokenizer, split_path_or_texts: str | Path | Iterable[str]
     else:
         blocks = torch.tensor(ids[: n_blocks * seq_len], dtype=torch.long).view(n_blocks, seq_len)  # (N, T)
     device = device or _device_of(model)
-    total = 0.0
-    count = 0
+    nll_sums: list[float] = []
     with torch.inference_mode():
         for start in range(0, len(blocks), batch_size):
             batch = blocks[start : start + batch_size].to(device)  # (B, T)
             logits = _logits(model, tokenizer, batch)[:, :-1]  # (B, T-1, V): position t predicts t+1
             targets = batch[:, 1:]
-            nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum")
-            total += float(nll.double())
-            count += targets.numel()
-    loss = total / count
-    return {"loss": loss, "ppl": math.exp(loss) if loss < 700 else float("inf"), "tokens": count}
+            nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none")  # (B*(T-1),)
+            nll_sums += nll.view_as(targets).double().sum(1).tolist()  # (B,): summed in fp64, per block
+    return load_metric("block_perplexity").compute(nll_sums=nll_sums, token_counts=[blocks.size(1) - 1] * len(blocks))
 
 
 def sentence_logprob(model, tokenizer, sentences: Sequence[str], *, batch_size: int = 32, device=None) -> list[float]:
@@ -177,32 +176,34 @@ def load_minimal_pairs(source: str | Path | Sequence[str | Path]) -> dict[str, l
     return pairs
 
 
-def _accuracy(correct: int, n: int) -> dict[str, Any]:
-    return {"accuracy": correct / n if n else None, "n": n, "correct": correct}
-
-
 def score_pairs(model, tokenizer, pairs: dict[str, list[dict]], *, batch_size: int = 32, device=None) -> dict[str, Any]:
-    """Accuracy per file, per ``field``, per ``linguistics_term`` and overall for loaded pairs."""
+    """Accuracy per file, per ``field``, per ``linguistics_term`` and overall for loaded pairs.
+
+    The model scores each sentence (:func:`sentence_logprob`); the ``minimal_pair_accuracy`` metric
+    (``distill/metrics/``) turns the good/bad scores into accuracies with counts.
+    """
     flat = [(name, pair) for name, rows in pairs.items() for pair in rows]
     sentences = [s for _, pair in flat for s in (pair["sentence_good"], pair["sentence_bad"])]
     scores = sentence_logprob(model, tokenizer, sentences, batch_size=batch_size, device=device)
-    groups: dict[str, dict[str, list[int]]] = {"per_file": {}, "per_field": {}, "per_term": {}}
-    for k, (name, pair) in enumerate(flat):
-        right = int(scores[2 * k] > scores[2 * k + 1])
-        for group, key in (("per_file", name), ("per_field", pair.get("field")), ("per_term", pair.get("linguistics_term"))):
-            if isinstance(key, str) and key:
-                tally = groups[group].setdefault(key, [0, 0])
-                tally[0] += right
-                tally[1] += 1
-    result: dict[str, Any] = {group: {key: _accuracy(*tally) for key, tally in tallies.items()} for group, tallies in groups.items()}
+    accuracy = load_metric("minimal_pair_accuracy")
+
+    def grouped(keys: list, *, every: bool = False) -> dict[str, Any]:
+        """The metric over the pairs grouped by ``keys`` (one per pair); unless ``every``, pairs without a key are left out."""
+        kept = [k for k, key in enumerate(keys) if every or (isinstance(key, str) and key)]
+        return accuracy.compute(good_logprobs=[scores[2 * k] for k in kept], bad_logprobs=[scores[2 * k + 1] for k in kept],
+                                groups=[keys[k] for k in kept])
+
+    overall = grouped([name for name, _ in flat], every=True)  # {"accuracy", "n", "correct", "per_group", "macro_accuracy"}
+    result: dict[str, Any] = {
+        "per_file": overall.pop("per_group"),
+        "per_field": grouped([pair.get("field") for _, pair in flat])["per_group"],
+        "per_term": grouped([pair.get("linguistics_term") for _, pair in flat])["per_group"],
+    }
     for name, rows in pairs.items():
         for meta in ("UID", "field", "linguistics_term"):
             values = {row.get(meta) for row in rows}
             if len(values) == 1 and isinstance(next(iter(values)), str):
                 result["per_file"][name][meta] = next(iter(values))
-    correct = sum(t["correct"] for t in result["per_file"].values())
-    overall = _accuracy(correct, len(flat))
-    overall["macro_accuracy"] = sum(t["accuracy"] for t in result["per_file"].values()) / len(result["per_file"])
     result["overall"] = overall
     return result
 
@@ -448,13 +449,16 @@ def run(recipe: Recipe, *, force: bool = False, resume: bool = False, batch_size
 
     ``changes`` replace entries of :func:`recipe_plan` (``splits``, ``blimp_dir``, ``facts``,
     ``out_dir``, ``seq_len``). The pipeline records what the report was made from (``run.json``).
+    The recipe's own report (no ``changes``) also goes into each model's card (its ``model-index``).
     """
     plan = recipe_plan(recipe)
     changes = {key: value for key, value in changes.items() if value}
     plan.update(changes, splits={**plan["splits"], **changes.get("splits", {})})
     inputs = stage_inputs(recipe, "evaluate")
     report = evaluate_models(plan.pop("models"), batch_size=batch_size, device=device, **plan)
-    if not changes:  # the recipe's own report: record what it was made from
+    if not changes:  # the recipe's own report: into the cards, then record what it was made from
+        for entry in report["models"].values():
+            add_evaluation(entry["path"], entry, report)
         write_stamp(recipe, "evaluate", inputs)
     print(report_mod.summary_table(report))
     print(f"\nreport: {Path(plan['out_dir']) / 'report.md'}")

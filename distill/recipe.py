@@ -25,7 +25,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence, Union
 
 import yaml
 
@@ -41,7 +41,6 @@ Divergence = Literal["forward_kl", "reverse_kl", "jsd"]
 Ensemble = Literal["logits", "probs"]
 KLReduction = Literal["token_mean", "legacy_batchmean"]
 SplitName = Literal["train", "val", "test"]
-Tracker = Literal["tensorboard"]
 
 if typing.TYPE_CHECKING:
     from distill.losses import LossConfig
@@ -135,7 +134,7 @@ class TrainingConfig(_Section):
     eval_every: Optional[int] = None  # also validate every this many steps (always at the end of each epoch)
     max_grad_norm: Optional[float] = 1.0  # gradient clipping norm; null or 0 = no clipping
     compile: bool = False  # torch.compile the model (worth it on GPU for long runs)
-    log_with: Optional[Tracker] = None  # experiment tracker through Accelerate: tensorboard or null (none)
+    log_with: Optional[Union[str, list[str]]] = None  # experiment tracker(s) through Accelerate: tensorboard, wandb, mlflow, trackio, ... or a list of them; null = none
 
     def problems(self, key, recipe=None):
         out = []
@@ -159,7 +158,31 @@ class TrainingConfig(_Section):
         if is_valid(self.max_grad_norm) and self.max_grad_norm is not None and self.max_grad_norm < 0:
             out.append(f"{key}.max_grad_norm: {self.max_grad_norm} must be positive, or null for no clipping")
         out += seed_problems(f"{key}.seed", self.seed, MAX_TRAINING_SEED)
+        out += tracker_problems(f"{key}.log_with", self.log_with)
         return out
+
+
+def tracker_problems(key: str, log_with: Any) -> list[str]:
+    """``log_with`` checked against the trackers the installed Accelerate knows, so that one it adds
+    needs no change here. A known tracker whose package is missing passes: training warns and goes on
+    without it (:func:`distill.distributed.installed_trackers` says why)."""
+    if log_with is None:
+        return []
+    names = [log_with] if isinstance(log_with, str) else log_with
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        return [f"{key}: expected a tracker name or a list of them, got {log_with!r}; e.g. log_with: tensorboard or log_with: [tensorboard, wandb]"]
+    # Imported only when a tracker is asked for: accelerate brings torch, which most commands never need.
+    from distill.distributed import tracker_names
+
+    valid = tracker_names()
+    out = []
+    for name in names:
+        if name not in valid:
+            hint = did_you_mean(name, valid)
+            if "did you mean" in hint:
+                hint += f" (valid: {', '.join(valid)})"
+            out.append(f"{key}: {name!r} is not a tracker Accelerate supports{hint}")
+    return out
 
 
 @dataclass(kw_only=True)

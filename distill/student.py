@@ -52,6 +52,7 @@ from distill.generate import generate as generate_text, trained_context
 from distill.kd import KDStep, ce_step
 from distill.logit_cache import TeacherLogitCache
 from distill.losses import LossConfig
+from distill.model_card import sample_generations, write_model_card
 from distill.model_folder import load_model
 from distill.models import build_model as init_model
 from distill.recipe import Recipe, StudentConfig, default_output_dir, load_recipe, section_from_dict
@@ -246,7 +247,7 @@ class Student:
         self.metrics = run_training(
             self.model, train_dataset=train_blocks, eval_dataset=eval_blocks, training_cfg=self.config.training,
             out_dir=self.output_dir, compute_loss=compute_loss, count_tokens=count_target_tokens, tokenizer=self.tokenizer,
-            info=info, resume=resume, accelerator=accelerator,
+            info=info, resume=resume, accelerator=accelerator, generate=self.recipe.generate if self.recipe else None,
         )  # fmt: skip
         self.model = accelerator.unwrap_model(self.model)
         self.info = (read_info(self.output_dir) if accelerator.is_main_process else None) or ModelInfo()
@@ -287,7 +288,8 @@ class Student:
         )  # fmt: skip
 
     def save(self, directory: str | Path) -> Path:
-        """Write the student as a model folder (safetensors, tokenizer, ``distill.json``), atomically."""
+        """Write the student as a model folder (safetensors, tokenizer, model card, ``distill.json``), atomically.
+        The card's samples continue the recipe's first prompts ("London was" without a recipe)."""
         if self.model is None:
             raise DistillError("Student.save: nothing to save yet; call distill() first or Student.load(dir)")
         directory = Path(directory)
@@ -295,12 +297,15 @@ class Student:
             self.model.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
             metrics = self.output_dir / "metrics.jsonl"
-            if metrics.is_file() and metrics.resolve() != (directory / "metrics.jsonl").resolve():
+            if metrics.is_file():  # also when saving into output_dir itself, which the new folder replaces
                 (tmp / "metrics.jsonl").write_bytes(metrics.read_bytes())
             info = self.info if self.info.role else ModelInfo(
                 name=self.config.name, role=self.role, arch=self.config.arch, seq_len=self.seq_len,
                 recipe=self.config.to_dict(), metrics=self.metrics,
             )  # fmt: skip
+            settings = self.recipe.generate if self.recipe is not None else None
+            samples = sample_generations(self.model, self.tokenizer, settings, context_length=self.seq_len)
+            write_model_card(tmp, info, samples=samples)
             write_info(tmp, info)
         return directory
 

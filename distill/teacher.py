@@ -74,7 +74,7 @@ def run(recipe: Recipe, *, only: list[str] | None = None, force: bool = False, r
             metrics={"unigram_val_ppl": unigram},
         )
         metrics = train(model, train_dataset=train_blocks, eval_dataset=val_blocks, training_cfg=teacher.training,
-                        out_dir=folder, tokenizer=tokenizer, info=info, resume=resume)
+                        out_dir=folder, tokenizer=tokenizer, info=info, resume=resume, generate=recipe.generate)
         if state.is_main_process:
             print(
                 f"teacher {teacher.name}: val loss {metrics['val_loss']:.4f}, perplexity {metrics['val_ppl']:.2f} "

@@ -38,6 +38,30 @@ loads the newest intact one (:func:`distill.checkpoints.resume_checkpoint`), ski
 already seen in that epoch and continues with the same data order, RNG, optimizer and schedule.
 At the end the folder is rebuilt atomically with ``config.json``, ``model.safetensors``, the
 tokenizer, ``metrics.jsonl`` and ``distill.json`` (written last); the checkpoints go with the old folder.
+
+Experiment trackers
+-------------------
+``training.log_with`` names any tracker Accelerate supports (``tensorboard``, ``wandb``, ``mlflow``,
+``trackio``, ``aim``, ``comet_ml``, ``clearml``, ``dvclive``, ..., or a list of them); one whose
+package is missing is a warning and the run trains without it
+(:func:`distill.distributed.installed_trackers`). Each model is its own run, named after the model
+(a teacher's name, ``student``, ``baseline``: Accelerate's ``project_name``), its local files under
+``out_dir/runs`` (tensorboard: ``out_dir/runs/<name>``), its config the model's recipe section
+flattened (``training.lr``, ``hidden_size``, ...). Every number of a ``metrics.jsonl`` row is logged at
+the row's step as ``split/key``, the same value:
+
+* ``train/loss`` (the loss trained on: for the student the blend of CE and KL), ``train/ce`` and
+  ``train/kl`` (what ``compute_loss`` logs: the student both, the baseline ``ce``), each the
+  token-weighted mean since the previous train row;
+* ``train/lr``, ``train/grad_norm`` (before clipping; absent without clipping), ``train/tokens_per_s``
+  (target tokens per second since the previous train row, all processes), ``train/tokens`` (target
+  tokens so far), ``train/epoch``, ``train/elapsed_s``;
+* ``val/loss`` (token-weighted CE), ``val/ppl``, ``val/tokens``, ``val/epoch``.
+
+A fresh start removes ``out_dir/runs`` with ``metrics.jsonl``; a resumed run logs on from its step.
+The trackers are finished before the final folder is written, so the files it keeps are complete, and
+with each tracker's ``finish`` rather than ``Accelerator.end_training``, which also destroys the
+process group that the next model trained in the same process (the pipeline's) still needs.
 """
 from __future__ import annotations
 
@@ -63,10 +87,11 @@ from distill.artifacts import INFO_FILE, MODEL_FILES, ModelInfo, write_info
 from distill.atomic import write_folder
 from distill.checkpoints import CHECKPOINTS, StopSignal, latest_checkpoint, resume_checkpoint, save_checkpoint, truncate_metrics
 from distill.data import EpochShuffleSampler, collate_blocks
-from distill.distributed import make_accelerator
+from distill.distributed import RUNS, make_accelerator
 from distill.errors import DistillError, TrainingInterrupted
+from distill.model_card import sample_generations, write_model_card
 from distill.models import count_parameters
-from distill.recipe import TrainingConfig
+from distill.recipe import GenerateConfig, TrainingConfig
 
 METRICS = "metrics.jsonl"
 
@@ -113,6 +138,7 @@ class _Progress:
         self.last_val: dict = {}  # the newest validation row
         self.since_log: dict[str, float] = {}  # token-weighted sums since the last train row
         self.since_log_tokens = 0
+        self.since_log_elapsed = 0.0  # elapsed seconds at the last train row (for tokens/s)
 
     def state_dict(self) -> dict:
         return dict(vars(self))
@@ -143,6 +169,7 @@ class _Run:
     elapsed_before: float = 0.0  # seconds trained by the processes before a resume
     pbar: Any = None
     last_train_loss: float = math.nan  # the newest train row's loss
+    ends_trackers: bool = False  # this run started the accelerator's trackers, so it ends them
 
     def elapsed(self) -> float:
         """Seconds of training so far, earlier processes of a resumed run included."""
@@ -203,6 +230,7 @@ def train(
     info: ModelInfo | None = None,
     resume: bool = False,
     accelerator=None,
+    generate: GenerateConfig | None = None,
 ) -> dict:
     """Train ``model`` and write its finished folder to ``out_dir``; return the final metrics.
 
@@ -234,6 +262,8 @@ def train(
         accelerator: reuse one (e.g. the student prepares its frozen teachers with it). Default:
             :func:`make_accelerator`. The loop does its own accumulation windows, so pass one
             made with ``gradient_accumulation_steps=1`` (the default).
+        generate: the sampling settings (the recipe's ``generate:``) of the samples in the
+            folder's model card (default: "London was" with the recipe defaults).
 
     Returns: ``{"val_loss", "val_ppl", "train_loss", "steps", "epochs", "train_tokens",
     "wall_time_s", "num_processes", "effective_batch_size"}``.
@@ -246,17 +276,22 @@ def train(
         model, train_dataset, eval_dataset, training_cfg, Path(out_dir), compute_loss=compute_loss or causal_lm_loss,
         count_tokens=count_tokens or count_target_tokens, collate_fn=collate_fn or collate_blocks, resume=resume,
         accelerator=accelerator, name=(info.name if info else "") or "model",
+        tracker_config=_flat_config(info.recipe if info and info.recipe else {"training": training_cfg.to_dict()}),
     )
-    run.model.train()
-    with StopSignal() as stop:
-        while run.progress.step < run.total_steps:
-            _train_epoch(run, stop)
-    run.pbar.close()
-    return _finish(run, tokenizer, info or ModelInfo(name=run.name))
+    try:
+        run.model.train()
+        with StopSignal() as stop:
+            while run.progress.step < run.total_steps:
+                _train_epoch(run, stop)
+        run.pbar.close()
+        return _finish(run, tokenizer, info or ModelInfo(name=run.name), generate)
+    finally:
+        _end_trackers(run)  # also when training stops with an error; nothing left to do after _finish
 
 
 def _setup(model, train_dataset, eval_dataset, cfg: TrainingConfig, out_dir: Path, *, compute_loss: LossFn,
-           count_tokens: Callable[[dict], torch.Tensor], collate_fn, resume: bool, accelerator, name: str) -> _Run:
+           count_tokens: Callable[[dict], torch.Tensor], collate_fn, resume: bool, accelerator, name: str,
+           tracker_config: dict) -> _Run:
     """The folder, the prepared loaders, model and optimizer, the schedule, then the checkpoint's state."""
     accelerator = accelerator or make_accelerator(cfg, out_dir)
     started = time.time()
@@ -281,10 +316,32 @@ def _setup(model, train_dataset, eval_dataset, cfg: TrainingConfig, out_dir: Pat
             truncate_metrics(out_dir / METRICS, progress.step)
     accelerator.wait_for_everyone()
     run.elapsed_before = progress.elapsed
-    if accelerator.trackers == [] and cfg.log_with and accelerator.log_with:
-        accelerator.init_trackers(name, config=_flat_config(cfg))
+    if checkpoint is None and accelerator.is_main_process:
+        shutil.rmtree(out_dir / RUNS, ignore_errors=True)  # the old run's tracker files go with its metrics.jsonl
+    if accelerator.log_with and not accelerator.trackers:  # a caller's own trackers are left to the caller
+        _start_trackers(run, tracker_config)
     run.pbar = tqdm(total=total_steps, initial=progress.step, desc=name, disable=not accelerator.is_local_main_process, dynamic_ncols=True, mininterval=1.0)
     return run
+
+
+def _start_trackers(run: _Run, config: dict) -> None:
+    """One tracker run per model, named after it, its local files under ``out_dir/runs``."""
+    runs = run.out_dir / RUNS
+    if run.accelerator.is_main_process:
+        runs.mkdir(parents=True, exist_ok=True)
+    # Trackers that would otherwise write into the working directory, which every model shares.
+    init_kwargs = {"wandb": {"dir": str(runs)}, "dvclive": {"dir": str(runs / run.name)}}
+    run.accelerator.init_trackers(run.name, config=config, init_kwargs=init_kwargs)
+    run.ends_trackers = True
+
+
+def _end_trackers(run: _Run) -> None:
+    """``Accelerator.end_training`` without destroying the process group (the next model needs it)."""
+    if run.ends_trackers:
+        for tracker in run.accelerator.trackers:
+            tracker.finish()
+        run.accelerator.trackers.clear()
+        run.ends_trackers = False
 
 
 def _prepare_folder(accelerator, out_dir: Path, resume: bool, name: str) -> Path | None:
@@ -401,29 +458,33 @@ def _backward(run: _Run, window: list[dict], info: LossWindow) -> dict[str, floa
 
 
 def _log(run: _Run, row: dict) -> None:
-    """One row to ``metrics.jsonl`` (main process) and to the trackers as ``split/name``."""
+    """One row to ``metrics.jsonl`` (main process) and its numbers to the trackers as ``split/key``
+    at the row's step (the names in the module docstring)."""
     if run.accelerator.is_main_process:
         with open(run.out_dir / METRICS, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
-    if run.accelerator.log_with:
-        numbers = {f"{row['split']}/{k}": v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}
+    if run.accelerator.trackers:
+        numbers = {f"{row['split']}/{k}": v for k, v in row.items()
+                   if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
         run.accelerator.log(numbers, step=row["step"])
 
 
 def _log_train_row(run: _Run, grad_norm: torch.Tensor | None) -> None:
-    """The token-weighted means since the last train row, with lr, grad norm, tokens and time."""
+    """The token-weighted means since the last train row, with lr, grad norm, tokens/s, tokens and time."""
     progress = run.progress
+    elapsed = run.elapsed()
     row = {"step": progress.step, "epoch": progress.epoch + 1, "split": "train"}
     row.update({n: v / max(progress.since_log_tokens, 1) for n, v in progress.since_log.items()})
     row["lr"] = run.scheduler.get_last_lr()[0]
     if grad_norm is not None:
         row["grad_norm"] = float(grad_norm)
+    row["tokens_per_s"] = round(progress.since_log_tokens / max(elapsed - progress.since_log_elapsed, 1e-6), 1)
     row["tokens"] = progress.train_tokens
-    row["elapsed_s"] = round(run.elapsed(), 2)
+    row["elapsed_s"] = round(elapsed, 2)
     _log(run, row)
     run.pbar.set_postfix(loss=f"{row['loss']:.3f}")
     run.last_train_loss = row["loss"]
-    progress.since_log, progress.since_log_tokens = {}, 0
+    progress.since_log, progress.since_log_tokens, progress.since_log_elapsed = {}, 0, elapsed
 
 
 def _validate(run: _Run) -> dict:
@@ -478,11 +539,12 @@ def _stop_if_signalled(run: _Run, stop: StopSignal) -> None:
         )
 
 
-def _finish(run: _Run, tokenizer, info: ModelInfo) -> dict:
-    """Validate at the last step (unless just done), write the final folder, end the trackers."""
+def _finish(run: _Run, tokenizer, info: ModelInfo, generate: GenerateConfig | None = None) -> dict:
+    """Validate at the last step (unless just done), end the trackers, write the final folder."""
     progress, accelerator = run.progress, run.accelerator
     if progress.last_val.get("step") != progress.step:
         _validate(run)
+    _end_trackers(run)  # before the folder is rebuilt: the tracker files it keeps must be complete
     val = progress.last_val
     world = accelerator.num_processes
     metrics = {
@@ -498,19 +560,28 @@ def _finish(run: _Run, tokenizer, info: ModelInfo) -> dict:
     }
     if torch.cuda.is_available():
         metrics["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-    _save_final(accelerator, run.model, run.out_dir, tokenizer, info, metrics)
-    if accelerator.log_with:
-        accelerator.end_training()
+    _save_final(accelerator, run.model, run.out_dir, tokenizer, info, metrics, generate)
     return metrics
 
 
-def _flat_config(cfg: TrainingConfig) -> dict:
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if isinstance(v, (int, float, str, bool))}
+def _flat_config(section: dict, prefix: str = "") -> dict:
+    """A recipe section as the flat mapping trackers take: ``{"training.lr": 0.0003, ...}``; a list
+    becomes its JSON text (``"[1.0, 2.0]"``), since trackers take single values only."""
+    flat = {}
+    for key, value in section.items():
+        if isinstance(value, dict):
+            flat.update(_flat_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value if value is None or isinstance(value, (bool, int, float, str)) else json.dumps(value)
+    return flat
 
 
-def _save_final(accelerator, model, out_dir: Path, tokenizer, info: ModelInfo, metrics: dict) -> None:
+def _save_final(accelerator, model, out_dir: Path, tokenizer, info: ModelInfo, metrics: dict,
+                generate: GenerateConfig | None = None) -> None:
     """Rebuild ``out_dir`` atomically as the finished model folder; ``distill.json`` is its last file.
-    Files that are not a model folder's (a user's notes) stay: the new folder is merged around them."""
+    Files that are not a model folder's (a user's notes) stay: the new folder is merged around them.
+    Its model card (``README.md``, ``training_curve.png``) gets samples from the first prompts of
+    ``generate`` (default: the recipe defaults, "London was"), made here while the model is in memory."""
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
@@ -525,5 +596,12 @@ def _save_final(accelerator, model, out_dir: Path, tokenizer, info: ModelInfo, m
                 elif source.is_file():
                     shutil.copy2(source, tmp / keep)
             final = dataclasses.replace(info, num_parameters=count_parameters(unwrapped), metrics={**info.metrics, **metrics})
+            samples = None
+            if tokenizer is not None:
+                try:
+                    samples = sample_generations(unwrapped, tokenizer, generate, context_length=info.seq_len)
+                except DistillError as err:  # a tokenizer without <s>, say: the card goes without samples, the model is kept
+                    print(f"warning: {out_dir}: no samples on the model card ({err})", file=sys.stderr)
+            write_model_card(tmp, final, samples=samples)
             write_info(tmp, final)
     accelerator.wait_for_everyone()

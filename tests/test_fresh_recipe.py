@@ -2,6 +2,7 @@
 suggested command works as printed."""
 from __future__ import annotations
 
+import json
 import shlex
 
 from conftest import REPO, tiny_recipe_dict, write_recipe
@@ -47,3 +48,22 @@ def test_teacher_then_student_on_a_fresh_output_dir(tmp_path, capsys):
     assert "teacher gpt2: finished" in out_text
     changed = load_recipe(recipe_path, [override, "teachers.llama.training.lr=0.001"])
     assert why_stale(changed, "student") == "its teachers have changed (llama)"
+
+
+def test_bookkeeping_settings_do_not_make_a_model_stale(tiny_recipe, tmp_path):
+    from distill.artifacts import expected_info, model_stale
+
+    recipe = load_recipe(tiny_recipe)
+    teacher = recipe.teachers[0]
+    folder = tmp_path / "llama"
+    folder.mkdir()
+    for name, data in (("config.json", "{}"), ("model.safetensors", "")):
+        (folder / name).write_text(data, encoding="utf-8")
+    expected = expected_info(recipe, "teacher", teacher.name)
+    (folder / "distill.json").write_text(json.dumps({"tokenizer_sha256": expected.tokenizer_sha256, "recipe": teacher.to_dict()}),
+                                         encoding="utf-8")
+    logs = load_recipe(tiny_recipe, ["teachers.llama.training.log_every=1", "teachers.llama.training.save_every=3",
+                                     "teachers.llama.training.log_with=tensorboard"])
+    assert model_stale(folder, expected_info(logs, "teacher", teacher.name)) is None
+    lr = load_recipe(tiny_recipe, ["teachers.llama.training.lr=0.01"])
+    assert model_stale(folder, expected_info(lr, "teacher", teacher.name)).startswith("recipe key changed: training.lr")

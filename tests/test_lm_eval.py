@@ -1,7 +1,8 @@
 """A model folder written by distill works in EleutherAI's lm-evaluation-harness, and the harness
-agrees with ``distill.evaluate`` on BLiMP-format minimal pairs. Skipped when lm-eval is not
-installed (``pip install -e ".[lm-eval]"``); BLiMP itself is not downloaded: the harness reads the
-pairs in tests/assets/blimp through a task file shaped like its own ``blimp`` tasks."""
+agrees with ``distill.evaluate`` on BLiMP-format minimal pairs. CI runs it: lm-eval is in the
+``dev`` extra that ``.ci/run`` installs (skipped only where lm-eval is missing). Nothing is
+downloaded: the harness runs offline and reads the pairs in tests/assets/blimp through a task file
+shaped like its own ``blimp`` tasks."""
 from __future__ import annotations
 
 import json

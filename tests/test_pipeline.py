@@ -13,6 +13,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from huggingface_hub import ModelCard
 
 from conftest import ASSETS, REPO, write_recipe
 from distill.__main__ import main
@@ -119,6 +120,16 @@ def test_run_builds_every_stage_then_skips_them_all(tmp_path):
     for name, entry in report["models"].items():
         assert 1 < entry["perplexity"]["val"]["ppl"] < 1000 and entry["perplexity"]["test"]["ppl"] > 1, name
         assert entry["blimp"]["overall"]["n"] > 0 and entry["facts"]["n"] == 3
+    # model cards: every folder's README.md carries its distill.json metrics and, after evaluate, its numbers
+    for name, folder in folders.items():
+        card = ModelCard.load(folder / "README.md")
+        assert card.data.training_metrics == json.loads((folder / "distill.json").read_text(encoding="utf-8"))["metrics"], name
+        scores = {(r.metric_type, r.dataset_split): r.metric_value for r in card.data.eval_results}
+        entry = report["models"][name]
+        assert scores == {("perplexity", "val"): entry["perplexity"]["val"]["ppl"], ("perplexity", "test"): entry["perplexity"]["test"]["ppl"],
+                          ("accuracy", None): entry["blimp"]["overall"]["accuracy"]}, name
+        assert "## Sample generations" in card.text, name
+        assert_png(folder / "training_curve.png")
     table = (root / "report" / "report.md").read_text(encoding="utf-8")
     assert "| model |" in table and all(f"| {name} |" in table for name in MODELS)
     assert report["plots"] and len(list((root / "report" / "plots").glob("*.png"))) == len(report["plots"])

@@ -22,6 +22,7 @@ from distill.corpus import build
 from distill.corpus.clean import clean_file
 from distill.corpus.combine import DEFAULT_SOURCE, combine
 from distill.corpus.convert import convert
+from distill.corpus.dataset import SUFFIX
 from distill.corpus.gutenberg_fetch import fetch_gutenberg
 from distill.corpus.polite_get import check_base_url, check_timeout
 from distill.corpus.records import read_split
@@ -129,6 +130,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--input", type=_path_arg, required=True, help="record file, e.g. cleaned.txt")
     p.add_argument("--out", type=_path_arg, required=True, help="folder for train.txt, val.txt, test.txt, manifest.json")
     _add_budget_args(p, required=True)
+    p.add_argument("--dataset", type=_path_arg, help=f"also write the splits to this folder as a Hugging Face dataset (load_from_disk, JSON Lines, dataset card), e.g. OUT{SUFFIX}")
 
     p = sub.add_parser("all", help="every offline stage: source -> splits", description="Run the offline stages the source needs (convert, combine, clean, split) and write the split folder. With --recipe the corpus: section gives the settings (checked as every command checks a recipe), key=value overrides change them and the flags win over both.")
     p.add_argument("--recipe", type=_path_arg, help="recipe YAML whose corpus: section gives source, budgets, seed, facts; output goes to {output_dir}/corpus")
@@ -136,6 +138,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--source", type=_path_arg, help=f"folder of per-article .txt or scraped .json files (default {DEFAULT_SOURCE})")
     p.add_argument("--out", type=_path_arg, help="split folder (default with --recipe: {output_dir}/corpus)")
     _add_budget_args(p, required=False)
+    p.add_argument("--dataset", type=_path_arg, help=f"also write the splits to this folder as a Hugging Face dataset (load_from_disk, JSON Lines, dataset card); with --recipe it is always written, by default beside the split folder: {{output_dir}}/corpus{SUFFIX}")
     return parser
 
 
@@ -143,8 +146,10 @@ def _print(summary: dict) -> None:
     print(json.dumps(summary, ensure_ascii=False))
 
 
-def _split_summary(manifest: dict, out: str | Path) -> dict:
+def _split_summary(manifest: dict, out: str | Path, dataset: str | None = None) -> dict:
     summary = {"out": str(out), "corpus_words": manifest["corpus"]["words"], "budgets": manifest["budgets"]}
+    if dataset is not None:
+        summary["dataset"] = dataset
     for name in ("train", "val", "test"):
         summary[name] = {"articles": manifest[name]["articles"], "words": manifest[name]["words"]}
     if "requested_budgets" in manifest:
@@ -229,14 +234,14 @@ def _split(args: argparse.Namespace) -> None:
     texts = read_split(args.input)
     manifest = write_splits(
         texts, args.out, budgets=budgets, seed=args.seed or 0, source=str(args.input),
-        facts=args.facts, fact_repeats=args.fact_repeats or 0, allow_short=args.allow_short,
+        facts=args.facts, fact_repeats=args.fact_repeats or 0, allow_short=args.allow_short, dataset=args.dataset,
     )
-    _print(_split_summary(manifest, args.out))
+    _print(_split_summary(manifest, args.out, args.dataset))
 
 
 def _all(args: argparse.Namespace) -> None:
     if args.recipe:
-        build.run(_with_flags(load_recipe(args.recipe, args.overrides), args), out=args.out, allow_short=args.allow_short)
+        build.run(_with_flags(load_recipe(args.recipe, args.overrides), args), out=args.out, allow_short=args.allow_short, dataset=args.dataset)
         return
     if args.overrides:
         raise DistillError(f"{' '.join(args.overrides)}: key=value overrides change a recipe; give it with --recipe RECIPE.yaml")
@@ -253,9 +258,9 @@ def _all(args: argparse.Namespace) -> None:
     manifest = build.build_splits(
         args.source or DEFAULT_SOURCE, args.out, train_words=args.train_words, val_words=pick("val_words", 0),
         test_words=pick("test_words", 0), seed=pick("seed", 0), facts=pick("facts", None),
-        fact_repeats=pick("fact_repeats", 0), allow_short=args.allow_short,
+        fact_repeats=pick("fact_repeats", 0), allow_short=args.allow_short, dataset=args.dataset,
     )
-    _print(_split_summary(manifest, args.out))
+    _print(_split_summary(manifest, args.out, args.dataset))
 
 
 def _with_flags(recipe: Recipe, args: argparse.Namespace) -> Recipe:

@@ -30,6 +30,7 @@ from typing import Mapping, Sequence
 from distill.artifacts import file_sha256
 from distill.atomic import atomic_write_json, check_folder, write_folder
 from distill.corpus.clean import clean_text
+from distill.corpus.dataset import check_dataset_folder, write_dataset
 from distill.corpus.facts import read_facts
 from distill.corpus.records import count_words, format_record, record_title, records_sha256
 from distill.errors import DistillError
@@ -199,11 +200,15 @@ def write_splits(
     facts: str | Path | None = None,
     fact_repeats: int = 0,
     allow_short: bool = False,
+    dataset: str | Path | None = None,
+    sources: Mapping[str, str] | None = None,
 ) -> dict:
     """Split cleaned article texts into ``out/{train,val,test}.txt`` + ``manifest.json``.
 
     Everything is checked before anything is written; the folder appears complete or not at all.
-    Returns the manifest.
+    ``dataset``: also write the splits to this folder as a Hugging Face dataset
+    (:mod:`distill.corpus.dataset`; ``sources`` maps titles to their source). It is written first,
+    so a split folder whose manifest is current has its dataset. Returns the manifest.
     """
     out = Path(out)
     if not texts:
@@ -214,6 +219,8 @@ def write_splits(
     if fact_repeats < 0:
         raise DistillError(f"--fact-repeats: {fact_repeats} must be 0 or more")
     _check_out_folder(out)
+    if dataset is not None:
+        check_dataset_folder(dataset, out)
 
     fact_records, fact_info = _fact_records(facts, fact_repeats)
     words = [count_words(text) for text in texts]
@@ -233,6 +240,8 @@ def write_splits(
     manifest = _split_manifest(
         texts, words, chosen, split_texts, budgets=budgets, requested=requested, seed=seed, source=source, fact_info=fact_info
     )
+    if dataset is not None:
+        write_dataset(dataset, split_texts, manifest, facts=fact_records, sources=sources)
     with write_folder(out, SPLIT_FILES, fix=_OUT_FIX) as tmp:
         for name in SPLITS:
             with open(tmp / f"{name}.txt", "w", encoding="utf-8", newline="\n") as handle:
