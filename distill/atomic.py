@@ -95,13 +95,28 @@ _FIX = "move them elsewhere or give an empty or new folder"
 _TEMP = r"(?:(?P<pid>\d+)-)?[0-9a-f]{8}\.tmp"  # what _create_beside appends (without the pid before this version)
 
 
+def not_a_folder(path: str | os.PathLike) -> str | None:
+    """Why ``path`` can never be a folder to write into (it, or a folder above it, is a file, or the
+    file system refuses the name); None when it can be."""
+    path = Path(path)
+    try:
+        for where in (path, *path.parents):
+            if where.is_dir():
+                return None
+            if where.exists():
+                return f"{path} exists and is not a folder" if where == path else f"{where} is a file, so {path} cannot be a folder"
+    except OSError as err:  # a name longer than the file system allows, say
+        return f"{path} cannot be a folder here ({err.strerror})"
+    return None
+
+
 def check_folder(path: str | os.PathLike, ours: Iterable[str], *, fix: str = _FIX, record: str | None = None) -> None:
     """DistillError naming ``path``, its entries that ``ours`` (fnmatch patterns) does not cover, and
     ``fix``; nothing when ``path`` is missing or holds only our entries. Call it before expensive
     work whose output :func:`write_folder` will put there."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise DistillError(f"{path}: exists and is not a folder; give a folder path")
+    if problem := not_a_folder(path):
+        raise DistillError(f"{problem}; give a folder path")
     others = _foreign(path, _owner(path, tuple(ours), record))
     if others:
         shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")

@@ -27,6 +27,7 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from distill import report as report_mod
+from distill.atomic import not_a_folder
 from distill.artifacts import is_finished, model_dirs, model_names, read_info, stage_inputs, tokenizer_sha256, write_stamp
 from distill.cli import ArgumentParser
 from distill.corpus.facts import Fact, read_facts
@@ -38,7 +39,7 @@ from distill.jsonl import read_jsonl
 from distill.metrics import load as load_metric
 from distill.model_card import add_evaluation
 from distill.model_folder import check_device, check_model_dir, load_model, model_config
-from distill.recipe import Recipe, load_recipe, not_a_folder
+from distill.recipe import Recipe, load_recipe
 
 FACT_KEYS = ("probe", "answer")
 

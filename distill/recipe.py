@@ -29,6 +29,7 @@ from typing import Any, Literal, Optional, Sequence, Union
 
 import yaml
 
+from distill.atomic import not_a_folder
 from distill.errors import DistillError, not_utf8
 from distill.typed_config import (
     INTERNAL, INVALID, apply_override, copy_plain, did_you_mean, from_plain, is_valid, resolve_paths, to_plain,
@@ -478,16 +479,6 @@ class RecipePaths:
     def report(self) -> Path:
         """Evaluation report folder (report.json, report.md, plots)."""
         return self.root / "report"
-
-
-def not_a_folder(path: Path) -> str | None:
-    """Why ``path`` can never be a folder to write into (it, or a folder above it, is a file); None when it can be."""
-    for where in (path, *path.parents):
-        if where.is_dir():
-            return None
-        if where.exists():
-            return f"{path} exists and is not a folder" if where == path else f"{where} is a file, so {path} cannot be a folder"
-    return None
 
 
 def default_output_dir(name: str) -> Path:
