@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -124,13 +125,25 @@ def refuse_unfinished(folder: str | Path, resume_or_force: bool) -> None:
         raise DistillError(f"{folder}: an unfinished run left {checkpoint.name}; continue it with --resume or start over with --force")
 
 
+_HASHED: dict[tuple, str] = {}  # (path, inode, size, mtime_ns) -> sha256; every write of ours renames a new file in
+
+
 def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes, read in 4 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """sha256 of a file's bytes, read in 4 MiB blocks; remembered while the file stays the same one.
+
+    A stage decision hashes the same files several times (a teacher's weights for the pipeline's
+    check, the student stage's check and the ensemble's identity; the train split for every
+    tokenizer check), so a file already hashed with the same inode, size and mtime is not read again.
+    """
+    stat = os.stat(path)
+    key = (os.path.abspath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHED:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+        _HASHED[key] = digest.hexdigest()
+    return _HASHED[key]
 
 
 def json_sha256(data: Any) -> str:
