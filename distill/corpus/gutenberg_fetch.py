@@ -210,8 +210,9 @@ def _local_index(from_dir: Path) -> dict[str, Path]:
     return found
 
 
-def _row(entry: GutenbergText, text: bytes, source: str) -> dict:
-    sha = hashlib.sha256(text).hexdigest()
+def _row(entry: GutenbergText, text: bytes, source: str, sha: str | None = None) -> dict:
+    """The manifest row of a stored text; ``sha``: its sha256 when the caller already has it."""
+    sha = sha or hashlib.sha256(text).hexdigest()
     return {
         "file": entry.file, "volume": entry.volume, "slice": entry.slice, "pg_ebook_id": entry.pg_ebook_id, "kind": entry.kind,
         "title": entry.title, "words": body_words(text.decode("utf-8")), "sha256": sha,
@@ -352,7 +353,7 @@ def _store_entry(
     sha = hashlib.sha256(text).hexdigest() if text is not None else None
     # an earlier download that differed from the list is kept; a copy must match the list
     if sha is not None and (sha == entry.sha256 or (local is None and sha == earlier.get("sha256"))):
-        rows[entry.file] = _row(entry, text, earlier.get("source") or str(path))
+        rows[entry.file] = _row(entry, text, earlier.get("source") or str(path), sha)
         return "already"
     if local is not None:
         return _copy_one(entry, local, from_dir, path, rows)
@@ -371,7 +372,7 @@ def _copy_one(entry: GutenbergText, local: dict[str, Path], from_dir: Path, path
     if sha != entry.sha256:
         return f"refused: the sha256 of {source}'s text is {sha[:12]}..., the list says {entry.sha256[:12]}..."
     atomic_write_bytes(path, data)  # a copy, byte for byte, not a link: the source may go away
-    rows[entry.file] = _row(entry, text, str(source))
+    rows[entry.file] = _row(entry, text, str(source), sha)
     return "copied"
 
 
