@@ -23,12 +23,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distill.atomic import atomic_write_json, atomic_write_text
+from distill.atomic import atomic_write_json
 from distill.checkpoints import latest_checkpoint
 from distill.errors import DistillError
 from distill.recipe import Recipe
 
 INFO_FILE = "distill.json"
+METRICS_FILE = "metrics.jsonl"  # in a model folder: one JSON row per logged train step and validation
 SCHEMA_VERSION = 1
 RUN_STAMP = "run.json"  # in output_dir: the inputs the report and the samples were made from
 NOT_MADE = "not made yet"
@@ -86,7 +87,7 @@ def read_info(folder: str | Path) -> ModelInfo | None:
 
 def write_info(folder: str | Path, info: ModelInfo) -> None:
     """Write ``distill.json`` atomically; it marks the folder finished, so write it last."""
-    atomic_write_text(Path(folder) / INFO_FILE, json.dumps(info.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    atomic_write_json(Path(folder) / INFO_FILE, info.to_dict())
 
 
 # What save_pretrained writes for a tokenizer, and everything a model folder holds; anything else

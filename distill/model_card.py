@@ -19,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import shutil
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,10 +28,12 @@ from typing import Any
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from distill.artifacts import ModelInfo, read_info
-from distill.atomic import atomic_write_bytes, atomic_write_text
+from distill.artifacts import INFO_FILE, METRICS_FILE, MODEL_FILES, ModelInfo, read_info, write_info
+from distill.atomic import atomic_write_bytes, atomic_write_text, write_folder
+from distill.distributed import RUNS
 from distill.errors import DistillError
 from distill.generate import ContextLengthWarning, generate
+from distill.models import count_parameters
 from distill.recipe import GenerateConfig
 from distill.report import _render_png, _table, human_count, read_metrics
 
@@ -100,6 +104,43 @@ def write_model_card(folder: str | Path, info: ModelInfo | None = None, *, sampl
     path = folder / CARD_FILE
     atomic_write_text(path, str(card))
     return path
+
+
+def save_model_folder(folder: str | Path, model, tokenizer, info: ModelInfo, *, state_dict=None,
+                      generate: GenerateConfig | None = None, logs_from: str | Path | None = None,
+                      keep_others: bool = True, fix: str | None = None, context_length: int | None = None) -> ModelInfo:
+    """Write a finished model folder atomically; return the :class:`ModelInfo` written as its ``distill.json``.
+
+    The folder gets ``model``'s weights (``state_dict`` when given: Accelerate's gathered one), the
+    tokenizer, the training logs of ``logs_from`` (default ``folder``: ``metrics.jsonl``, ``runs/``),
+    the card with samples from ``generate``'s first prompts (a tokenizer that cannot encode a
+    prompt leaves the card without samples, never the model unsaved) and ``distill.json``, last.
+    ``context_length``: the trained context for the samples (default ``info.seq_len``).
+    ``keep_others``: merge around files that are not a model folder's (a user's notes) instead of
+    refusing the folder (:func:`distill.atomic.write_folder`; ``fix`` is the refusal's hint).
+    """
+    folder = Path(folder)
+    logs_from = Path(logs_from) if logs_from is not None else folder
+    final = dataclasses.replace(info, num_parameters=count_parameters(model))
+    with write_folder(folder, MODEL_FILES, keep_others=keep_others, last=INFO_FILE, **({"fix": fix} if fix else {})) as tmp:
+        model.save_pretrained(tmp, state_dict=state_dict)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        for name in (METRICS_FILE, RUNS):
+            source = logs_from / name
+            if source.is_dir():
+                shutil.copytree(source, tmp / name)
+            elif source.is_file():
+                shutil.copy2(source, tmp / name)
+        samples = None
+        if tokenizer is not None:
+            try:
+                samples = sample_generations(model, tokenizer, generate, context_length=context_length or info.seq_len)
+            except DistillError as err:  # a tokenizer without <s>, say: the card goes without samples, the model is kept
+                print(f"warning: {folder}: no samples on the model card ({err})", file=sys.stderr)
+        write_model_card(tmp, final, samples=samples)
+        write_info(tmp, final)
+    return final
 
 
 def add_evaluation(folder: str | Path, results: dict, report: dict | None = None) -> Path:

@@ -39,8 +39,7 @@ from typing import Any, Sequence
 
 from accelerate.utils import set_seed
 
-from distill.artifacts import INFO_FILE, MODEL_FILES, ModelInfo, is_finished, manifest_sha256, must_make, read_info, refuse_unfinished, write_info
-from distill.atomic import write_folder
+from distill.artifacts import ModelInfo, is_finished, manifest_sha256, must_make, read_info, refuse_unfinished
 from distill.cli import load, parse, recipe_parser
 from distill.corpus.facts import train_split_without_facts
 from distill.data import IndexedBlocks, as_blocks
@@ -52,7 +51,7 @@ from distill.generate import generate as generate_text, trained_context
 from distill.kd import KDStep, ce_step
 from distill.logit_cache import TeacherLogitCache
 from distill.losses import LossConfig
-from distill.model_card import sample_generations, write_model_card
+from distill.model_card import save_model_folder
 from distill.model_folder import load_model
 from distill.models import build_model as init_model
 from distill.recipe import Recipe, StudentConfig, default_output_dir, load_recipe, section_from_dict
@@ -293,20 +292,13 @@ class Student:
         if self.model is None:
             raise DistillError("Student.save: nothing to save yet; call distill() first or Student.load(dir)")
         directory = Path(directory)
-        with write_folder(directory, MODEL_FILES, last=INFO_FILE, fix="save into a new or empty folder, or move them elsewhere") as tmp:
-            self.model.save_pretrained(tmp)
-            self.tokenizer.save_pretrained(tmp)
-            metrics = self.output_dir / "metrics.jsonl"
-            if metrics.is_file():  # also when saving into output_dir itself, which the new folder replaces
-                (tmp / "metrics.jsonl").write_bytes(metrics.read_bytes())
-            info = self.info if self.info.role else ModelInfo(
-                name=self.config.name, role=self.role, arch=self.config.arch, seq_len=self.seq_len,
-                recipe=self.config.to_dict(), metrics=self.metrics,
-            )  # fmt: skip
-            settings = self.recipe.generate if self.recipe is not None else None
-            samples = sample_generations(self.model, self.tokenizer, settings, context_length=self.seq_len)
-            write_model_card(tmp, info, samples=samples)
-            write_info(tmp, info)
+        info = self.info if self.info.role else ModelInfo(
+            name=self.config.name, role=self.role, arch=self.config.arch, seq_len=self.seq_len,
+            recipe=self.config.to_dict(), metrics=self.metrics,
+        )  # fmt: skip
+        save_model_folder(directory, self.model, self.tokenizer, info, generate=self.recipe.generate if self.recipe else None,
+                          logs_from=self.output_dir, keep_others=False, context_length=self.seq_len,
+                          fix="save into a new or empty folder, or move them elsewhere")
         return directory
 
     @classmethod

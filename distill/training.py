@@ -83,17 +83,15 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from distill import checkpoint_state
-from distill.artifacts import INFO_FILE, MODEL_FILES, ModelInfo, write_info
-from distill.atomic import write_folder
+from distill.artifacts import INFO_FILE, METRICS_FILE, ModelInfo
 from distill.checkpoints import CHECKPOINTS, StopSignal, latest_checkpoint, resume_checkpoint, save_checkpoint, truncate_metrics
 from distill.data import EpochShuffleSampler, collate_blocks
 from distill.distributed import RUNS, make_accelerator
 from distill.errors import DistillError, TrainingInterrupted
-from distill.model_card import sample_generations, write_model_card
-from distill.models import count_parameters
+from distill.model_card import save_model_folder
 from distill.recipe import GenerateConfig, TrainingConfig
 
-METRICS = "metrics.jsonl"
+METRICS = METRICS_FILE
 
 
 @dataclasses.dataclass
@@ -578,30 +576,10 @@ def _flat_config(section: dict, prefix: str = "") -> dict:
 
 def _save_final(accelerator, model, out_dir: Path, tokenizer, info: ModelInfo, metrics: dict,
                 generate: GenerateConfig | None = None) -> None:
-    """Rebuild ``out_dir`` atomically as the finished model folder; ``distill.json`` is its last file.
-    Files that are not a model folder's (a user's notes) stay: the new folder is merged around them.
-    Its model card (``README.md``, ``training_curve.png``) gets samples from the first prompts of
-    ``generate`` (default: the recipe defaults, "London was"), made here while the model is in memory."""
+    """Rebuild ``out_dir`` as the finished model folder (:func:`distill.model_card.save_model_folder`),
+    merged around files that are not a model folder's; its card's samples follow ``generate``."""
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
-        with write_folder(out_dir, MODEL_FILES, keep_others=True, last=INFO_FILE) as tmp:
-            unwrapped.save_pretrained(tmp, state_dict=state_dict)
-            if tokenizer is not None:
-                tokenizer.save_pretrained(tmp)
-            for keep in (METRICS, "runs"):
-                source = out_dir / keep
-                if source.is_dir():
-                    shutil.copytree(source, tmp / keep)
-                elif source.is_file():
-                    shutil.copy2(source, tmp / keep)
-            final = dataclasses.replace(info, num_parameters=count_parameters(unwrapped), metrics={**info.metrics, **metrics})
-            samples = None
-            if tokenizer is not None:
-                try:
-                    samples = sample_generations(unwrapped, tokenizer, generate, context_length=info.seq_len)
-                except DistillError as err:  # a tokenizer without <s>, say: the card goes without samples, the model is kept
-                    print(f"warning: {out_dir}: no samples on the model card ({err})", file=sys.stderr)
-            write_model_card(tmp, final, samples=samples)
-            write_info(tmp, final)
+        final = dataclasses.replace(info, metrics={**info.metrics, **metrics})
+        save_model_folder(out_dir, accelerator.unwrap_model(model), tokenizer, final, state_dict=state_dict, generate=generate)
     accelerator.wait_for_everyone()

@@ -96,9 +96,15 @@ def test_student_save_without_a_recipe_samples_london_was(tiny_tokenizer_dir, tm
     assert card.data.get("training_metrics") is None and "None recorded" in card.text
     assert student.model.training  # sampling put the model back as it was
 
+    size = sum(p.numel() for p in student.model.parameters())
+    assert json.loads((folder / "distill.json").read_text(encoding="utf-8"))["num_parameters"] == size  # as training writes it
+
     (folder / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in TEACHER_ROWS), encoding="utf-8")
-    Student.load(folder).save(folder)  # into its own folder: its metrics.jsonl stays, and now has a curve
+    (folder / "runs" / "student").mkdir(parents=True)
+    (folder / "runs" / "student" / "events").write_text("tracker log", encoding="utf-8")
+    Student.load(folder).save(folder)  # into its own folder: its metrics.jsonl and tracker logs stay, and it now has a curve
     assert (folder / "metrics.jsonl").is_file() and (folder / CURVE_FILE).read_bytes().startswith(PNG)
+    assert (folder / "runs" / "student" / "events").read_text(encoding="utf-8") == "tracker log"
     assert "## Training curve" in check_metadata(folder).text
 
 
