@@ -176,13 +176,7 @@ class Student:
         """:meth:`from_recipe` for a recipe already loaded (:func:`distill.recipe.load_recipe`)."""
         config = recipe.student.as_baseline() if baseline else copy.deepcopy(recipe.student)
         paths = recipe.paths
-        teachers = [paths.teacher(t.name) for t in recipe.teachers] if config.uses_teachers else []
-        for folder, teacher in zip(teachers, recipe.teachers):
-            if not is_finished(folder):
-                raise DistillError(
-                    f"{folder}: teacher {teacher.name!r} is not trained yet (no distill.json); train it with "
-                    f"accelerate launch -m distill.teacher {recipe.command_hint()}"
-                )
+        teachers = _trained_teachers(recipe) if config.uses_teachers else []
         if not (paths.tokenizer / "tokenizer.json").is_file():
             raise DistillError(
                 f"{paths.tokenizer}: no tokenizer yet; train it with python -m distill.tokenizer {recipe.command_hint()}"
@@ -339,6 +333,18 @@ def _runs(recipe: Recipe, only: str | None) -> list[str]:
     return ["student", "baseline"] if recipe.student.baseline else ["student"]
 
 
+def _trained_teachers(recipe: Recipe) -> list[Path]:
+    """The recipe's teacher folders; DistillError with the command that trains one that is not finished."""
+    folders = [recipe.paths.teacher(t.name) for t in recipe.teachers]
+    for folder, teacher in zip(folders, recipe.teachers):
+        if not is_finished(folder):
+            raise DistillError(
+                f"{folder}: teacher {teacher.name!r} is not trained yet; train it with "
+                f"accelerate launch -m distill.teacher {recipe.command_hint()}"
+            )
+    return folders
+
+
 def _check_inputs(recipe: Recipe, runs: list[str], *, force: bool, resume: bool) -> None:
     """Everything that can fail on user input, before any model is built; the corpus and the
     tokenizer (cheap inputs) are made when missing, a missing teacher is an error."""
@@ -346,13 +352,7 @@ def _check_inputs(recipe: Recipe, runs: list[str], *, force: bool, resume: bool)
     with state.main_process_first():
         require_current(recipe, train_if_missing=True)
     if "student" in runs and recipe.student.uses_teachers:
-        for teacher in recipe.teachers:
-            folder = recipe.paths.teacher(teacher.name)
-            if not is_finished(folder):
-                raise DistillError(
-                    f"{folder}: teacher {teacher.name!r} is not trained yet; train it with "
-                    f"accelerate launch -m distill.teacher {recipe.command_hint()}"
-                )
+        _trained_teachers(recipe)
     for name in runs:
         refuse_unfinished(recipe.paths.student if name == "student" else recipe.paths.baseline, resume or force)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import html
 import re
 
-from bs4 import BeautifulSoup
 
 from distill.corpus.paragraphs import HARD_BREAK, paragraphs
 from distill.errors import DistillError
@@ -27,6 +26,8 @@ def rendered_html_to_text(page_html: str, source: str) -> str:
     (licence, categories), page numbers, edit links and footnotes. A page without that ``div``
     is not a WikiSource article: :class:`DistillError` names ``source``.
     """
+    from bs4 import BeautifulSoup  # heavy (~0.1 s) and only for HTML sources: not on every corpus command's start-up
+
     soup = BeautifulSoup(page_html, "html.parser")
     root = soup.select_one("div.mw-parser-output")
     if root is None:
