@@ -180,6 +180,7 @@ class TeacherEnsemble:
             models, blocks, path, temperature=loss.temperature, top_k=top_k, vocab_size=self.vocab_size,
             teacher_hashes=expect["teacher_hashes"], tokenizer_hash=self.tokenizer_sha256, ensemble=loss.ensemble,
             weights=loss.teacher_weights, batch_size=batch_size, accelerator=accelerator,
+            dataset_sha256=expect["dataset_sha256"],
         )  # fmt: skip
         self.release()
         cache.check(expect)

@@ -308,6 +308,7 @@ class TeacherLogitCache:
         accelerator=None,
         device: Optional[torch.device | str] = None,
         verbose: bool = True,
+        dataset_sha256: Optional[str] = None,
     ) -> "TeacherLogitCache":
         """Run the frozen ``teachers`` over ``blocks`` once and write the cache to ``out_dir``.
 
@@ -323,6 +324,7 @@ class TeacherLogitCache:
           logprob_dtype: "float16" (default, half the size) or "float32".
           accelerator: share the shards among processes; teachers then run on ``accelerator.device``.
           device: where the teachers run without an accelerator (default: their own device).
+          dataset_sha256: :func:`blocks_sha256` of ``blocks`` when the caller has it (else computed).
         Returns the opened cache (on every process).
         """
         if len(teacher_hashes) != len(teachers) or not teachers:
@@ -348,7 +350,7 @@ class TeacherLogitCache:
             "vocab_size": int(vocab_size),
             "seq_len": seq_len,
             "num_blocks": num_blocks,
-            "dataset_sha256": blocks_sha256(blocks),
+            "dataset_sha256": dataset_sha256 or blocks_sha256(blocks),
             "index_dtype": "uint16" if vocab_size <= 65536 else "int32",
             "logprob_dtype": logprob_dtype,
             "shard_blocks": int(shard_blocks),
