@@ -163,7 +163,7 @@ def load_model(model_dir: str | Path, device: str | None = None, dtype=None):
     (an empty one for a plain transformers folder); pass ``info.seq_len`` to generation as the
     trained context.
     """
-    path = check_model_dir(model_dir)  # before the slow imports: a wrong path or a damaged file fails at once
+    path = check_model_dir(model_dir)  # before anything loads: a wrong path or a damaged file fails at once
     device = check_device(device)
     info = read_info(path) or ModelInfo()
 
