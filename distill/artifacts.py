@@ -26,7 +26,7 @@ from typing import Any
 from distill.atomic import atomic_write_json
 from distill.checkpoints import latest_checkpoint
 from distill.errors import DistillError
-from distill.recipe import Recipe
+from distill.recipe import ModelConfig, Recipe, StudentConfig
 
 INFO_FILE = "distill.json"
 METRICS_FILE = "metrics.jsonl"  # in a model folder: one JSON row per logged train step and validation
@@ -51,6 +51,8 @@ class ModelInfo:
     loss: dict | None = None  # student and baseline: the loss settings
     num_parameters: int | None = None
     metrics: dict = dataclasses.field(default_factory=dict)  # final val_loss, val_ppl, steps, ...
+    words_seen: int | None = None  # a words/<count>/ folder (training.save_at_words): train words seen when it was saved
+    step: int | None = None  # a words/<count>/ folder: the optimizer step it was saved after
     version: int = SCHEMA_VERSION
     extra: dict = dataclasses.field(default_factory=dict)  # keys this version does not know, kept
 
@@ -100,7 +102,9 @@ WEIGHTS_INDEX = "model.safetensors.index.json"
 MODEL_FILES = (
     "config.json", "generation_config.json", "*.safetensors", WEIGHTS_INDEX, *TOKENIZER_FILES, INFO_FILE,
     "metrics.jsonl", "checkpoints", "runs", "README.md", "training_curve.png",  # the last two: distill.model_card
+    "words",  # words/<count>/: the model folders saved at training.save_at_words (distill.words_seen)
 )  # fmt: skip
+WORDS_DIR = "words"
 
 
 def is_finished(folder: str | Path) -> bool:
@@ -267,13 +271,49 @@ def expected_info(recipe: Recipe, role: str, name: str | None = None) -> ModelIn
 
 
 # Training settings that change the logs and checkpoints of a run but not the model it makes.
-BOOKKEEPING_KEYS = ("log_with", "log_every", "save_every", "keep_checkpoints", "eval_every")
+BOOKKEEPING_KEYS = ("log_with", "log_every", "save_every", "keep_checkpoints", "eval_every", "save_at_words")
 
 
-def _trained_by(section: dict) -> dict:
-    """A model's recipe section without :data:`BOOKKEEPING_KEYS`: what decides the weights."""
-    training = {k: v for k, v in (section.get("training") or {}).items() if k not in BOOKKEEPING_KEYS}
-    return {**section, "training": training} if "training" in section else section
+def _section_defaults(cls: type, prefix: str = "") -> dict[str, Any]:
+    """``{dotted key: default}`` of a recipe section's dataclass, nested sections included."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            continue
+        if dataclasses.is_dataclass(value):
+            out.update(_section_defaults(type(value), f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = value
+    return out
+
+
+def _with_defaults(section: dict, defaults: dict[str, Any]) -> dict:
+    """``section`` with every key it lacks set to its default: a folder saved before a recipe key
+    existed was trained as that key's default trains (a new key keeps the old behaviour by default)."""
+    section = json.loads(json.dumps(section, default=str))
+    for dotted, value in defaults.items():
+        *parents, key = dotted.split(".")
+        node = section
+        for parent in parents:
+            node = node.get(parent) if isinstance(node, dict) else None
+        if isinstance(node, dict) and key not in node:
+            node[key] = json.loads(json.dumps(value, default=str))
+    return section
+
+
+def trained_by(section: dict) -> dict:
+    """What decides a model's weights in its recipe section: every key (missing ones at their
+    defaults) but :data:`BOOKKEEPING_KEYS`, and only ``enabled`` of a disabled logit cache."""
+    section = _with_defaults(section, _section_defaults(StudentConfig if "alpha" in section else ModelConfig))
+    if "training" in section:
+        section["training"] = {k: v for k, v in (section.get("training") or {}).items() if k not in BOOKKEEPING_KEYS}
+    if isinstance(section.get("logit_cache"), dict) and not section["logit_cache"].get("enabled"):
+        section["logit_cache"] = {"enabled": False}
+    return section
 
 
 def model_stale(folder: str | Path, expected: ModelInfo) -> str | None:
@@ -286,8 +326,9 @@ def model_stale(folder: str | Path, expected: ModelInfo) -> str | None:
     if expected.teacher_hashes is not None and saved.teacher_hashes != expected.teacher_hashes:
         changed = sorted(k for k in expected.teacher_hashes if (saved.teacher_hashes or {}).get(k) != expected.teacher_hashes[k])
         return f"its teachers have changed ({', '.join(changed) or 'other teachers'})"
-    if _trained_by(saved.recipe) != _trained_by(expected.recipe):
-        changes = recipe_changes(_trained_by(saved.recipe), _trained_by(expected.recipe))
+    before, now = trained_by(saved.recipe or {}), trained_by(expected.recipe or {})
+    if before != now:
+        changes = recipe_changes(before, now)
         return f"recipe key{'s' if len(changes) > 1 else ''} changed: {', '.join(changes)}"
     return None
 
@@ -358,7 +399,7 @@ def stage_inputs(recipe: Recipe, stage: str) -> str:
         student = recipe.paths.student / INFO_FILE
         return json_sha256({"student": file_sha256(student) if student.is_file() else None, "generate": recipe.generate.to_dict()})
     evaluate = recipe.evaluate
-    files = {f"model:{folder.relative_to(recipe.paths.root)}": file_sha256(folder / INFO_FILE)
+    files = {f"model:{Path(os.path.relpath(folder, recipe.paths.root)).as_posix()}": file_sha256(folder / INFO_FILE)
              for folder in model_dirs(recipe) if is_finished(folder)}
     for split in evaluate.splits:
         path = recipe.paths.split(split)
@@ -369,7 +410,16 @@ def stage_inputs(recipe: Recipe, stage: str) -> str:
     facts = evaluate.facts or recipe.corpus.facts
     if facts is not None and Path(facts).is_file():
         files["facts"] = file_sha256(facts)
-    return json_sha256({"files": files, "seq_len": recipe.data.seq_len, "evaluate": evaluate.to_dict()})
+    made_from = {"files": files, "seq_len": recipe.data.seq_len, "evaluate": evaluate.to_dict()}
+    text = evaluate.generation
+    if text.enabled:  # the generated text also depends on generate.prompts, the test split's openings and the judge
+        test, judge = recipe.paths.split("test"), Path(text.judge or "") / INFO_FILE
+        if text.test_openings:
+            files["split:test"] = file_sha256(test) if test.is_file() else None
+        if text.judge is not None:
+            files["judge"] = file_sha256(judge) if judge.is_file() else None
+        made_from["generate"] = recipe.generate.to_dict() if text.decoding == "recipe" else {"prompts": recipe.generate.prompts}
+    return json_sha256(made_from)
 
 
 def write_stamp(recipe: Recipe, stage: str, inputs: str) -> None:

@@ -13,6 +13,7 @@ from distill.errors import DistillError
 _COUNT = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([kKmMbBgG]?)")
 _SCALE = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}
 _HINT = "use a whole number of words such as 10_000_000, 10M, 1.5M or 500k"
+_UNITS = (("B", 10**9), ("M", 10**6), ("k", 10**3))
 
 
 def parse_count(value: object, name: str = "word count") -> int:
@@ -40,3 +41,13 @@ def parse_count(value: object, name: str = "word count") -> int:
     if number != number.to_integral_value():
         raise DistillError(f"{name}: {value!r} is not a word count; {_HINT}")
     return int(number)
+
+
+def format_count(count: int) -> str:
+    """A count as people write it, exactly (:func:`parse_count` reads it back): ``1M``, ``2.5M``,
+    ``100k``, ``1.234567M``, ``999``; the largest unit that leaves at least 1."""
+    for unit, size in _UNITS:
+        if count >= size:
+            whole, rest = divmod(count, size)
+            return f"{whole}{unit}" if not rest else f"{Decimal(count) / size:f}".rstrip("0") + unit
+    return str(count)

@@ -17,7 +17,7 @@ import math
 import shutil
 import sys
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import datasets
 import numpy as np
@@ -183,6 +183,41 @@ class IndexedBlocks:
 def block_ids(dataset) -> np.ndarray:
     """All token ids of a block dataset as one flat integer array."""
     return np.asarray(dataset.with_format("numpy")["input_ids"]).reshape(-1)
+
+
+def read_blocks(blocks: Any, start: int, end: int) -> np.ndarray:
+    """Blocks ``start:end`` as an (n, seq_len) int64 array, from a ``datasets.Dataset`` with an
+    ``input_ids`` column, a 2-D array or tensor, or a list of equal-length id lists."""
+    if isinstance(blocks, torch.Tensor):
+        return blocks[start:end].cpu().numpy().astype(np.int64)
+    part = blocks[start:end]
+    if isinstance(part, dict):
+        part = part["input_ids"]
+    if isinstance(part, torch.Tensor):
+        part = part.cpu().numpy()
+    if isinstance(part, list) and part and isinstance(part[0], torch.Tensor):
+        part = [row.cpu().numpy() for row in part]
+    array = np.asarray(part)
+    if array.ndim != 2:
+        raise ValueError(f"blocks {start}:{end} are not a 2-D array of token ids (got shape {array.shape})")
+    return array.astype(np.int64)
+
+
+def blocks_sha256(blocks: Any, batch: int = 4096) -> str:
+    """sha256 of all token ids of ``blocks`` (as int32, in order) and their shape.
+
+    The teacher-logit cache (:mod:`distill.logit_cache`) stores it as ``dataset_sha256``: pass the
+    same value to ``open(expect=...)`` so that row i of the cache is certain to belong to block i of the dataset the loop trains on.
+    """
+    digest = hashlib.sha256()
+    total = len(blocks)
+    seq_len = None
+    for start in range(0, total, batch):
+        array = read_blocks(blocks, start, min(start + batch, total))
+        seq_len = array.shape[1]
+        digest.update(np.ascontiguousarray(array, dtype="<i4").tobytes())
+    digest.update(f"|{total}x{seq_len}".encode())
+    return digest.hexdigest()
 
 
 def collate_blocks(items: list[dict]) -> dict:

@@ -25,8 +25,9 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from distill.artifacts import model_folder_sha256, module_sha256, read_info, tokenizer_sha256
+from distill.data import blocks_sha256
 from distill.errors import DistillError
-from distill.logit_cache import MANIFEST, TeacherLogitCache, blocks_sha256
+from distill.logit_cache import MANIFEST, TOPK_TAIL, TeacherLogitCache
 from distill.losses import LossConfig
 from distill.model_folder import check_model_dir, load_causal_lm, model_config
 from distill.teacher_target import TeacherTarget, teacher_head_target
@@ -155,15 +156,19 @@ class TeacherEnsemble:
         gc.collect()
 
     def logit_cache(self, blocks, loss: LossConfig, *, path: Path, top_k: int, seq_len: int, batch_size: int,
-                    accelerator, role: str = "student") -> TeacherLogitCache:
+                    accelerator, role: str = "student", method: str = TOPK_TAIL, samples: int = 12,
+                    seed: int = 0) -> TeacherLogitCache:
         """The teacher-logit cache of ``blocks`` at ``path``: opened when it exists (refused when made
-        for other teachers, tokenizer, loss settings or blocks), else built once with the teachers."""
+        for other teachers, tokenizer, loss settings, method, ``top_k`` (topk_tail) or ``samples`` and
+        ``seed`` (sampled), or blocks), else built once with the teachers."""
         path = Path(path)
+        per_method = {"top_k": int(top_k)} if method == TOPK_TAIL else {"samples": int(samples), "seed": int(seed)}
         expect = {
             "teacher_hashes": self.hashes(),
             "tokenizer_hash": self.tokenizer_sha256,
             "temperature": float(loss.temperature),
-            "top_k": int(top_k),
+            "method": method,
+            **per_method,
             "ensemble": loss.ensemble,
             "weights": loss.teacher_weights,
             "vocab_size": self.vocab_size,
@@ -175,11 +180,12 @@ class TeacherEnsemble:
             return TeacherLogitCache.open(path, expect=expect)
         models = self.place(accelerator)
         if accelerator.is_main_process:
-            print(f"{role}: building the teacher-logit cache (top {top_k}) in {path}", file=sys.stderr)
+            what = f"top {top_k} + tail" if method == TOPK_TAIL else f"{samples} samples per token"
+            print(f"{role}: building the teacher-logit cache ({what}) in {path}", file=sys.stderr)
         cache = TeacherLogitCache.build(
-            models, blocks, path, temperature=loss.temperature, top_k=top_k, vocab_size=self.vocab_size,
-            teacher_hashes=expect["teacher_hashes"], tokenizer_hash=self.tokenizer_sha256, ensemble=loss.ensemble,
-            weights=loss.teacher_weights, batch_size=batch_size, accelerator=accelerator,
+            models, blocks, path, temperature=loss.temperature, top_k=top_k, method=method, samples=samples, seed=seed,
+            vocab_size=self.vocab_size, teacher_hashes=expect["teacher_hashes"], tokenizer_hash=self.tokenizer_sha256,
+            ensemble=loss.ensemble, weights=loss.teacher_weights, batch_size=batch_size, accelerator=accelerator,
             dataset_sha256=expect["dataset_sha256"],
         )  # fmt: skip
         self.release()

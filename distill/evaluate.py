@@ -3,6 +3,7 @@
     python -m distill.evaluate recipes/tiny.yaml [key=value ...]
     python -m distill.evaluate MODEL_DIR [MODEL_DIR ...] --split val=PATH --split test=PATH
         [--blimp DIR] [--facts FILE] --out DIR [--seq-len N] [--batch-size N] [--device cpu]
+        [--judge MODEL_DIR] [--prompts-file FILE] [--no-generation]
 
 * Perplexity is CE only, over the split cut into non-overlapping blocks of ``seq_len`` exactly as
   training cuts it (``<s> TEXT </s>`` records concatenated, the last partial block dropped), every
@@ -11,6 +12,7 @@
   sentence token scored, ``<s>`` itself not) is strictly higher than the bad one's.
 * A fact probe gives the log-probability of the answer's tokens after ``<s> probe`` and the rank of
   its first token among the whole vocabulary (1 = the model's top guess).
+* Generated text: every model continues the same prompts, scored by :mod:`distill.generation_eval`.
 
 With a recipe it evaluates every finished model folder (teachers, student, baseline) on the recipe's
 splits and writes ``{output_dir}/report/`` (report.json, report.md, plots/*.png).
@@ -26,7 +28,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from distill import report as report_mod
+from distill import generation_eval, report as report_mod, word_curves
 from distill.atomic import not_a_folder
 from distill.artifacts import is_finished, model_dirs, model_names, read_info, stage_inputs, tokenizer_sha256, write_stamp
 from distill.cli import ArgumentParser
@@ -303,8 +305,8 @@ def _log(message: str) -> None:
 
 
 def _evaluate_one(folder: Path, splits: dict[str, Path], pairs, fact_rows, *, seq_len: int, batch_size: int,
-                  device: str | None, log) -> dict[str, Any]:
-    """One model's report entry: perplexity per split, minimal pairs, fact probes."""
+                  device: str | None, log, generation=None) -> dict[str, Any]:
+    """One model's report entry: perplexity per split, minimal pairs, fact probes, generated text."""
     log(f"evaluate: {folder}")
     model, tokenizer, info = load_model(folder, device=device)
     entry: dict[str, Any] = {
@@ -328,6 +330,8 @@ def _evaluate_one(folder: Path, splits: dict[str, Path], pairs, fact_rows, *, se
     if fact_rows is not None:
         entry["facts"] = summarise_facts(probe_facts(model, tokenizer, fact_rows))
         log(f"  facts mean rank {entry['facts']['mean_rank']:.1f}, mean logprob {entry['facts']['mean_logprob']:.2f}")
+    if generation is not None:
+        entry["generation"] = generation_eval.generate_for_model(model, tokenizer, info, generation, log)
     del model
     gc.collect()
     return entry
@@ -350,13 +354,14 @@ def _check_settings(folders: dict[str, Path], seq_len: int, batch_size: int, out
 def evaluate_models(models: dict[str, str | Path], *, splits: dict[str, str | Path] | None = None,
                     blimp_dir: str | Path | None = None, facts: str | Path | None = None, out_dir: str | Path,
                     seq_len: int | None = None, batch_size: int = 8, device: str | None = None,
-                    log=_log) -> dict[str, Any]:
+                    generation: generation_eval.GenerationPlan | None = None, log=_log) -> dict[str, Any]:
     """Evaluate every model, write ``out_dir/report.json``, ``report.md`` and ``plots/*.png``; return the report.
 
     ``models`` maps a display name to a model folder; ``splits`` maps a split name to a corpus split
     file. ``seq_len`` defaults to the shortest trained context among the models, so every model is
     scored on the same blocks. All inputs are checked before the first model loads; files are
-    written only when every model has been evaluated.
+    written only when every model has been evaluated. A model's ``words/<count>/`` folders
+    (``training.save_at_words``) are scored too, as its learning curve (:mod:`distill.word_curves`).
     """
     started = time.time()
     splits = {name: Path(path) for name, path in (splits or {}).items()}
@@ -370,7 +375,8 @@ def evaluate_models(models: dict[str, str | Path], *, splits: dict[str, str | Pa
             pass
     pairs = load_minimal_pairs(blimp_dir) if blimp_dir else None
     fact_rows = load_facts(facts) if facts else None
-    if not splits and pairs is None and fact_rows is None:
+    generation_eval.check_plan(generation)
+    if not splits and pairs is None and fact_rows is None and generation is None:
         raise DistillError("nothing to evaluate; give --split NAME=PATH, --blimp DIR or --facts FILE")
     if seq_len is None:
         lengths = [n for n in (trained_seq_len(p) for p in folders.values()) if n]
@@ -379,8 +385,9 @@ def evaluate_models(models: dict[str, str | Path], *, splits: dict[str, str | Pa
     device = check_device(device)
     notes: list[str] = []
 
-    entries = {name: _evaluate_one(folder, splits, pairs, fact_rows, seq_len=seq_len, batch_size=batch_size, device=device, log=log)
-               for name, folder in folders.items()}
+    entries = {name: _evaluate_one(folder, splits, pairs, fact_rows, seq_len=seq_len, batch_size=batch_size, device=device, log=log,
+                                   generation=generation) for name, folder in folders.items()}
+    judged = generation_eval.judge_models(entries, generation, device=device, batch_size=batch_size, log=log) if generation else None
     hashes = {name: entry["tokenizer_sha256"] for name, entry in entries.items()}
     if len(set(hashes.values())) > 1:
         notes.append("the models do not share one tokenizer: their perplexities are per token of different vocabularies and do not compare")
@@ -392,12 +399,16 @@ def evaluate_models(models: dict[str, str | Path], *, splits: dict[str, str | Pa
         "splits": {name: str(path) for name, path in splits.items()},
         "blimp_dir": str(blimp_dir) if blimp_dir else None,
         "facts": str(facts) if facts else None,
+        "generation": judged,
         "models": entries,
         "notes": notes,
         "wall_time_s": round(time.time() - started, 1),
     }
     metrics = {name: report_mod.read_metrics(folder) for name, folder in folders.items()}
-    return report_mod.write_report(report, out_dir, metrics)
+    first_split = dict(list(splits.items())[:1])  # a learning-curve point: one perplexity and BLiMP, no facts or generation
+    sections = word_curves.add_curves(report, folders, lambda folder: _evaluate_one(
+        folder, first_split, pairs, None, seq_len=seq_len, batch_size=batch_size, device=device, log=log), out_dir)
+    return report_mod.write_report(report, out_dir, metrics, sections=sections)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -410,6 +421,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seq-len", type=int, help="block length for perplexity (default: the models' trained seq_len)")
     parser.add_argument("--batch-size", type=int, default=8, help="blocks per forward pass (default 8)")
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if present)")
+    generation_eval.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -440,6 +452,7 @@ def recipe_plan(recipe: Recipe) -> dict[str, Any]:
         "facts": recipe.evaluate.facts or recipe.corpus.facts,
         "out_dir": paths.report,
         "seq_len": recipe.data.seq_len,
+        "generation": generation_eval.plan_from_recipe(recipe),
     }
 
 
@@ -474,13 +487,16 @@ def main(argv: list[str] | None = None) -> int:
         for item in overrides:
             if "=" not in item:
                 raise DistillError(f"{item}: after a recipe only key=value overrides may follow; evaluate model folders without a recipe")
+        generation_eval.refuse_with_recipe(args)
         run(load_recipe(args.inputs[0], overrides), batch_size=args.batch_size, device=args.device, splits=_parse_splits(args.split),
             blimp_dir=args.blimp, facts=args.facts, out_dir=args.out, seq_len=args.seq_len)
         return 0
     if args.out is None:
         raise DistillError("--out: missing; say where to write the report, e.g. --out models/tiny/report")
-    report = evaluate_models(model_names(args.inputs), splits=_parse_splits(args.split), blimp_dir=args.blimp, facts=args.facts,
-                             out_dir=args.out, seq_len=args.seq_len, batch_size=args.batch_size, device=args.device)
+    splits = _parse_splits(args.split)
+    report = evaluate_models(model_names(args.inputs), splits=splits, blimp_dir=args.blimp, facts=args.facts, out_dir=args.out,
+                             seq_len=args.seq_len, batch_size=args.batch_size, device=args.device,
+                             generation=generation_eval.plan_from_args(args, splits))
     print(report_mod.summary_table(report))
     print(f"\nreport: {Path(args.out) / 'report.md'}")
     return 0

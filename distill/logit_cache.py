@@ -2,10 +2,13 @@
 
 :meth:`TeacherLogitCache.build` runs every teacher (``eval()``, ``torch.no_grad()``, bf16 autocast
 on GPU) over the training blocks once, forms the ensemble target at the loss temperature
-(:func:`distill.teacher_target.ensemble_log_probs`) and keeps, per token, the top-k log-probs, their token
-ids and the log of the remaining mass (:class:`distill.teacher_target.SparseTarget`; its docstring says why
-this k+1-bucket target is a fair approximation and how close it is). The temperature, ensemble
-mode and weights are baked in, so a cache only serves runs with the same settings.
+(:func:`distill.teacher_target.ensemble_log_probs`) and keeps, per token, with ``method: topk_tail``
+the top-k log-probs, their token ids and the log of the remaining mass
+(:class:`distill.teacher_target.SparseTarget`; its docstring says why this k+1-bucket target is a
+fair approximation and how close it is), or with ``method: sampled`` the distinct ids among N
+draws from the target and their counts, an unbiased estimate of the forward-KL gradient
+(:mod:`distill.logit_sampling` says why, and its variance). The temperature, ensemble mode and
+weights are baked in, so a cache only serves runs with the same settings.
 
 Layout of a cache folder (block i of the dataset is row ``i - start`` of the shard holding it)::
 
@@ -13,10 +16,13 @@ Layout of a cache folder (block i of the dataset is row ``i - start`` of the sha
     shard-00000.indices.npy            (blocks, seq_len, k) uint16 when V <= 65536, else int32
     shard-00000.logprobs.npy           (blocks, seq_len, k) float16 (or float32), log p at T
     shard-00000.tail.npy               (blocks, seq_len) float32, log(1 - sum of the top-k p)
-    ...
+    ...                                method sampled instead:
+    shard-00000.indices.npy            (blocks, seq_len, N) uint16 (int32 when V > 65536), 0 = empty
+    shard-00000.counts.npy             (blocks, seq_len, N) uint8, draws of each id; 0 = empty slot
 
 Files are plain ``.npy`` opened with ``np.load(mmap_mode="r")``, so a batch reads only its rows.
-At k=64 a token costs 64 * (2 + 2) + 4 = 260 bytes.
+A token costs k * (2 + 2) + 4 bytes (260 at k=64) or 3N (36 at N=12): :attr:`TeacherLogitCache.bytes_per_token`.
+A manifest without ``method`` (written before there were two) is a ``topk_tail`` cache.
 
 The build works in a hidden sibling folder ``.<name>.partial`` and writes one shard at a time (each
 file under a temporary name, then renamed, then a small ``shard-XXXXX.json`` with its checksums),
@@ -26,18 +32,18 @@ with the manifest: a folder with a manifest is always complete. With an ``accele
 processes share the shards round-robin.
 
 :meth:`TeacherLogitCache.open` checks the manifest against what the run expects (teachers,
-tokenizer, temperature, k, ensemble, weights, vocabulary, sequence length, dataset) and the
-checksums, and refuses any difference with a :class:`~distill.errors.DistillError` that names
-the key, both values and the fix.
+tokenizer, temperature, method, k or N and seed, ensemble, weights, vocabulary, sequence length,
+dataset) and the checksums, and refuses any difference with a
+:class:`~distill.errors.DistillError` that names the key, both values and the fix.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -46,18 +52,25 @@ import torch
 
 from distill.artifacts import file_sha256
 from distill.atomic import atomic_write_json, check_folder, write_folder
+from distill.data import blocks_sha256, read_blocks
 from distill.errors import DistillError
+from distill.logit_sampling import SAMPLED, sampled_arrays, sampled_layout, sampled_settings, sampled_target, shard_generator
 from distill.teacher_target import SparseTarget, ensemble_log_probs, normalise_weights
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-FILES = ("indices", "logprobs", "tail")
-# keys a run may pass to open(expect=...); each must equal the manifest's value
+TOPK_TAIL = "topk_tail"
+METHODS = (TOPK_TAIL, SAMPLED)
+# keys a run may pass to open(expect=...); each must equal the manifest's value (top_k applies to
+# topk_tail caches, samples and seed to sampled ones)
 EXPECT_KEYS = (
     "teacher_hashes",
     "tokenizer_hash",
     "temperature",
+    "method",
     "top_k",
+    "samples",
+    "seed",
     "ensemble",
     "weights",
     "vocab_size",
@@ -67,41 +80,6 @@ EXPECT_KEYS = (
 )
 CACHE_FILES = (MANIFEST, "shard-*.npy")
 REBUILD_HINT = "delete {path} and rebuild it (the student stage builds a missing cache), or set student.logit_cache.enabled=false"
-
-
-def _read_blocks(blocks: Any, start: int, end: int) -> np.ndarray:
-    """Blocks ``start:end`` as an (n, seq_len) int64 array, from a ``datasets.Dataset`` with an
-    ``input_ids`` column, a 2-D array or tensor, or a list of equal-length id lists."""
-    if isinstance(blocks, torch.Tensor):
-        return blocks[start:end].cpu().numpy().astype(np.int64)
-    part = blocks[start:end]
-    if isinstance(part, dict):
-        part = part["input_ids"]
-    if isinstance(part, torch.Tensor):
-        part = part.cpu().numpy()
-    if isinstance(part, list) and part and isinstance(part[0], torch.Tensor):
-        part = [row.cpu().numpy() for row in part]
-    array = np.asarray(part)
-    if array.ndim != 2:
-        raise ValueError(f"blocks {start}:{end} are not a 2-D array of token ids (got shape {array.shape})")
-    return array.astype(np.int64)
-
-
-def blocks_sha256(blocks: Any, batch: int = 4096) -> str:
-    """sha256 of all token ids of ``blocks`` (as int32, in order) and their shape.
-
-    The cache stores it as ``dataset_sha256``: pass the same value to ``open(expect=...)`` so that
-    row i of the cache is certain to belong to block i of the dataset the loop trains on.
-    """
-    digest = hashlib.sha256()
-    total = len(blocks)
-    seq_len = None
-    for start in range(0, total, batch):
-        array = _read_blocks(blocks, start, min(start + batch, total))
-        seq_len = array.shape[1]
-        digest.update(np.ascontiguousarray(array, dtype="<i4").tobytes())
-    digest.update(f"|{total}x{seq_len}".encode())
-    return digest.hexdigest()
 
 
 def _same(key: str, cached: Any, expected: Any) -> bool:
@@ -116,6 +94,14 @@ def _same(key: str, cached: Any, expected: Any) -> bool:
     return cached == expected
 
 
+def _layout(manifest: dict) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Each shard file's kind -> (shape per token, dtype), for the manifest's method."""
+    if manifest.get("method", TOPK_TAIL) == SAMPLED:
+        return sampled_layout(manifest)
+    k = int(manifest["top_k"])
+    return {"indices": ((k,), manifest["index_dtype"]), "logprobs": ((k,), manifest["logprob_dtype"]), "tail": ((), "float32")}
+
+
 def _canonical_weights(weights: Optional[Sequence[float]], num_teachers: int) -> Optional[list[float]]:
     # None stays None (the plain mean); explicit weights are stored normalised
     return None if weights is None else normalise_weights(weights, num_teachers)
@@ -127,7 +113,8 @@ class TeacherLogitCache:
     ``cache[block_indices]`` (an int, a list, an array or a tensor of dataset block indices, in
     batch order) returns a :class:`~distill.teacher_target.SparseTarget` with ``len(block_indices) *
     seq_len`` rows, laid out like the batch's flat (B*T) positions, ready for
-    ``chunked_kd_loss(..., target=cache[idx].to(device))``. Example::
+    ``chunked_kd_loss(..., target=cache[idx].to(device))``: top-k + tail, or for a ``sampled`` cache
+    the empirical distribution of the draws (:func:`distill.logit_sampling.sampled_target`). Example::
 
         cache = TeacherLogitCache.open("models/tiny/teacher_logits", expect={
             "teacher_hashes": hashes, "tokenizer_hash": tok_hash, "temperature": 2.0, "top_k": 64,
@@ -139,7 +126,7 @@ class TeacherLogitCache:
     def __init__(self, path: str | os.PathLike, manifest: dict):
         self.path = Path(path)
         self.manifest = manifest
-        self._maps: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._maps: dict[int, dict[str, np.ndarray]] = {}
 
     # a DataLoader worker must open its own memory maps, not receive copies of them
     def __getstate__(self):
@@ -152,8 +139,21 @@ class TeacherLogitCache:
         return float(self.manifest["temperature"])
 
     @property
-    def top_k(self) -> int:
-        return int(self.manifest["top_k"])
+    def method(self) -> str:
+        return self.manifest.get("method", TOPK_TAIL)
+
+    @property
+    def top_k(self) -> Optional[int]:  # None for a sampled cache
+        return int(self.manifest["top_k"]) if self.method == TOPK_TAIL else None
+
+    @property
+    def samples(self) -> Optional[int]:  # None for a topk_tail cache
+        return int(self.manifest["samples"]) if self.method == SAMPLED else None
+
+    @property
+    def bytes_per_token(self) -> int:
+        """Bytes per token of the shards (from the dtypes, .npy headers left out): 3N, or 4k + 4 in fp16."""
+        return sum(math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in _layout(self.manifest).values())
 
     @property
     def seq_len(self) -> int:
@@ -209,7 +209,7 @@ class TeacherLogitCache:
             expected = expect[key]
             if key == "weights" and expected is not None:
                 expected = _canonical_weights(expected, len(expected))
-            cached = self.manifest.get(key)
+            cached = self.method if key == "method" else self.manifest.get(key)
             if not _same(key, cached, expected):
                 raise DistillError(
                     f"{self.path / MANIFEST}: {key} is {cached!r} in the logit cache but this run expects "
@@ -230,12 +230,12 @@ class TeacherLogitCache:
                         "so the logit cache is corrupted; " + REBUILD_HINT.format(path=self.path)
                     )
 
-    def _shard_maps(self, number: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _shard_maps(self, number: int) -> dict[str, np.ndarray]:
         maps = self._maps.get(number)
         if maps is None:
             shard = self.manifest["shards"][number]
             try:
-                maps = tuple(np.load(self.path / shard["files"][kind], mmap_mode="r") for kind in FILES)
+                maps = {kind: np.load(self.path / shard["files"][kind], mmap_mode="r") for kind in _layout(self.manifest)}
             except (OSError, ValueError) as err:
                 raise DistillError(
                     f"{self.path}: shard {number} is unreadable ({err}); " + REBUILD_HINT.format(path=self.path)
@@ -244,19 +244,19 @@ class TeacherLogitCache:
         return maps
 
     def _check_shapes(self) -> None:
-        k, seq_len = self.top_k, self.seq_len
+        layout = _layout(self.manifest)
         for number, shard in enumerate(self.manifest["shards"]):
             start, end = shard["blocks"]
-            indices, logprobs, tail = self._shard_maps(number)
-            want = (end - start, seq_len, k)
-            if indices.shape != want or logprobs.shape != want or tail.shape != want[:2]:
-                raise DistillError(
-                    f"{self.path}: shard {number} has shape {indices.shape} but {MANIFEST} says {want}; "
-                    + REBUILD_HINT.format(path=self.path)
-                )
+            for kind, array in self._shard_maps(number).items():
+                want = (end - start, self.seq_len, *layout[kind][0])
+                if array.shape != want:
+                    raise DistillError(
+                        f"{self.path}: shard {number} {kind} has shape {array.shape} but {MANIFEST} says {want}; "
+                        + REBUILD_HINT.format(path=self.path)
+                    )
 
     def __getitem__(self, block_indices) -> SparseTarget:
-        """Sparse targets for these blocks: (n*seq_len, k) indices/logprobs and (n*seq_len,) tail."""
+        """Sparse targets for these blocks: (n*seq_len, k or N) indices/logprobs and (n*seq_len,) tail."""
         if isinstance(block_indices, torch.Tensor):
             block_indices = block_indices.cpu().numpy()
         idx = np.asarray(block_indices, dtype=np.int64).reshape(-1)
@@ -264,25 +264,21 @@ class TeacherLogitCache:
         if idx.size and (idx.min() < 0 or idx.max() >= total):
             raise IndexError(f"block index out of range for a logit cache of {total} blocks")
         shard_blocks = int(self.manifest["shard_blocks"])
-        k, seq_len = self.top_k, self.seq_len
-        indices = np.empty((idx.size, seq_len, k), dtype=np.int64)
-        logprobs = np.empty((idx.size, seq_len, k), dtype=np.dtype(self.manifest["logprob_dtype"]))
-        tail = np.empty((idx.size, seq_len), dtype=np.float32)
+        rows = idx.size * self.seq_len
+        out = {
+            kind: np.empty((idx.size, self.seq_len, *shape), dtype=np.int64 if kind == "indices" else np.dtype(dtype))
+            for kind, (shape, dtype) in _layout(self.manifest).items()
+        }
         shard_of = idx // shard_blocks
         for number in np.unique(shard_of):
             where = np.nonzero(shard_of == number)[0]
             local = idx[where] - number * shard_blocks
-            maps = self._shard_maps(int(number))
-            indices[where] = maps[0][local]
-            logprobs[where] = maps[1][local]
-            tail[where] = maps[2][local]
-        rows = idx.size * seq_len
-        return SparseTarget(
-            torch.from_numpy(indices).reshape(rows, k),
-            torch.from_numpy(logprobs).reshape(rows, k),
-            torch.from_numpy(tail).reshape(rows),
-            self.temperature,
-        )
+            for kind, array in self._shard_maps(int(number)).items():
+                out[kind][where] = array[local]
+        t = {kind: torch.from_numpy(array).reshape(rows, *array.shape[2:]) for kind, array in out.items()}
+        if self.method == SAMPLED:
+            return sampled_target(t["indices"], t["counts"], self.samples, self.temperature)
+        return SparseTarget(t["indices"], t["logprobs"], t["tail"], self.temperature)
 
     def get(self, block_indices, device=None) -> SparseTarget:
         target = self[block_indices]
@@ -296,10 +292,13 @@ class TeacherLogitCache:
         out_dir: str | os.PathLike,
         *,
         temperature: float,
-        top_k: int,
+        top_k: Optional[int] = None,
         vocab_size: int,
         teacher_hashes: Sequence[str],
         tokenizer_hash: str,
+        method: str = TOPK_TAIL,
+        samples: int = 12,
+        seed: int = 0,
         ensemble: str = "logits",
         weights: Optional[Sequence[float]] = None,
         batch_size: int = 16,
@@ -317,11 +316,14 @@ class TeacherLogitCache:
           blocks: the training blocks, (num_blocks, seq_len) token ids: a ``datasets.Dataset`` with
             an ``input_ids`` column (as :func:`distill.data.build_blocks` returns), an array or a tensor.
           temperature, ensemble, weights: the loss settings; baked into the target.
-          top_k: entries kept per token (1..V); vocab_size: the tokenizer's V (logits are sliced to it).
+          vocab_size: the tokenizer's V (logits are sliced to it).
+          method: "topk_tail" keeps ``top_k`` entries per token (1..V) and the tail mass; "sampled"
+            keeps ``samples`` draws per token (1..255) as ids and counts, drawn with generators seeded
+            from ``seed`` and the shard number (:mod:`distill.logit_sampling`).
           teacher_hashes, tokenizer_hash: identities stored in the manifest (see
             :func:`distill.artifacts.model_folder_sha256`, :func:`distill.artifacts.tokenizer_sha256`).
           batch_size: blocks per teacher forward pass; shard_blocks: blocks per shard file.
-          logprob_dtype: "float16" (default, half the size) or "float32".
+          logprob_dtype: "float16" (default, half the size) or "float32" (topk_tail only).
           accelerator: share the shards among processes; teachers then run on ``accelerator.device``.
           device: where the teachers run without an accelerator (default: their own device).
           dataset_sha256: :func:`blocks_sha256` of ``blocks`` when the caller has it (else computed).
@@ -329,22 +331,19 @@ class TeacherLogitCache:
         """
         if len(teacher_hashes) != len(teachers) or not teachers:
             raise ValueError(f"need one hash per teacher: {len(teacher_hashes)} hashes for {len(teachers)} teachers")
-        if not 1 <= top_k <= vocab_size:
-            raise DistillError(f"student.logit_cache.top_k: {top_k} must be between 1 and the vocabulary size {vocab_size}")
-        if logprob_dtype not in ("float16", "float32"):
-            raise ValueError(f"logprob_dtype must be float16 or float32, got {logprob_dtype!r}")
+        method_settings = _method_settings(method, top_k, samples, seed, vocab_size, logprob_dtype)
         ensemble_log_probs([torch.zeros(1, 2)] * len(teachers), temperature, ensemble, weights)  # validate settings early
         num_blocks = len(blocks)
         if num_blocks == 0:
             raise DistillError("no training blocks to cache; check the train split and data.seq_len")
-        seq_len = int(_read_blocks(blocks, 0, 1).shape[1])
+        seq_len = int(read_blocks(blocks, 0, 1).shape[1])
         out_dir = Path(out_dir)
         settings = {
             "format_version": FORMAT_VERSION,
             "teacher_hashes": list(teacher_hashes),
             "tokenizer_hash": tokenizer_hash,
             "temperature": float(temperature),
-            "top_k": int(top_k),
+            **method_settings,
             "ensemble": ensemble,
             "weights": _canonical_weights(weights, len(teachers)),
             "vocab_size": int(vocab_size),
@@ -352,10 +351,10 @@ class TeacherLogitCache:
             "num_blocks": num_blocks,
             "dataset_sha256": dataset_sha256 or blocks_sha256(blocks),
             "index_dtype": "uint16" if vocab_size <= 65536 else "int32",
-            "logprob_dtype": logprob_dtype,
             "shard_blocks": int(shard_blocks),
         }
         check_folder(out_dir, CACHE_FILES, fix="give student.logit_cache.dir a folder of its own")  # before the teachers run
+        started = time.monotonic()
         is_main = accelerator is None or accelerator.is_main_process
         partial = out_dir.with_name(f".{out_dir.name}.partial")
         if is_main:
@@ -365,9 +364,25 @@ class TeacherLogitCache:
         _build_shards(partial, num_shards, teachers, blocks, settings, weights, batch_size, accelerator, device, verbose)
         _barrier(accelerator)
         if is_main:
-            _finish(partial, out_dir, settings, num_shards)
+            _finish(partial, out_dir, settings, num_shards, build_time_s=time.monotonic() - started)
         _barrier(accelerator)
-        return cls.open(out_dir, verify=False)
+        cache = cls.open(out_dir, verify=False)
+        if verbose and is_main:
+            print(f"logit cache: {out_dir} holds {cache.bytes_per_token} bytes per token ({method})", file=sys.stderr)
+        return cache
+
+
+def _method_settings(method: str, top_k: Optional[int], samples: int, seed: int, vocab_size: int, logprob_dtype: str) -> dict:
+    """The manifest keys of ``method``, checked: top_k and logprob_dtype, or samples and seed."""
+    if method not in METHODS:
+        raise DistillError(f"student.logit_cache.method: {method!r} is not one of {' | '.join(METHODS)}; pick one of them")
+    if method == SAMPLED:
+        return sampled_settings(samples, seed)
+    if top_k is None or not 1 <= top_k <= vocab_size:
+        raise DistillError(f"student.logit_cache.top_k: {top_k} must be between 1 and the vocabulary size {vocab_size}")
+    if logprob_dtype not in ("float16", "float32"):
+        raise ValueError(f"logprob_dtype must be float16 or float32, got {logprob_dtype!r}")
+    return {"method": method, "top_k": int(top_k), "logprob_dtype": logprob_dtype}
 
 
 def _barrier(accelerator) -> None:
@@ -394,8 +409,8 @@ def _build_shards(partial: Path, num_shards: int, teachers, blocks, settings: di
         _build_shard(partial, number, start, end, teachers, blocks, settings, weights, batch_size, device)
 
 
-def _shard_names(number: int) -> dict[str, str]:
-    return {kind: f"shard-{number:05d}.{kind}.npy" for kind in FILES}
+def _shard_names(number: int, kinds: Sequence[str]) -> dict[str, str]:
+    return {kind: f"shard-{number:05d}.{kind}.npy" for kind in kinds}
 
 
 def _prepare_partial(partial: Path, settings: dict) -> None:
@@ -438,30 +453,39 @@ def _teacher_logits(teacher: torch.nn.Module, input_ids: torch.Tensor, vocab: in
     return logits[..., :vocab]
 
 
+def _target_arrays(log_p: torch.Tensor, settings: dict, generator) -> dict[str, torch.Tensor]:
+    """What a shard stores for (M, V) ensemble log-probs: kind -> (M, ...) tensor."""
+    if settings["method"] == SAMPLED:
+        return sampled_arrays(log_p, settings["samples"], generator)
+    sparse = SparseTarget.from_log_probs(log_p, settings["top_k"])
+    return {"indices": sparse.indices, "logprobs": sparse.logprobs, "tail": sparse.tail_logprob}
+
+
 def _build_shard(partial: Path, number: int, start: int, end: int, teachers, blocks, settings: dict, weights, batch_size: int, device) -> None:
-    k, seq_len, vocab = settings["top_k"], settings["seq_len"], settings["vocab_size"]
-    names = _shard_names(number)
-    shapes = {"indices": (end - start, seq_len, k), "logprobs": (end - start, seq_len, k), "tail": (end - start, seq_len)}
-    dtypes = {"indices": settings["index_dtype"], "logprobs": settings["logprob_dtype"], "tail": "float32"}
-    tmp = {kind: partial / f".{names[kind]}.tmp" for kind in FILES}
-    maps = {kind: np.lib.format.open_memmap(tmp[kind], mode="w+", dtype=dtypes[kind], shape=shapes[kind]) for kind in FILES}
+    seq_len, vocab = settings["seq_len"], settings["vocab_size"]
+    layout = _layout(settings)
+    names = _shard_names(number, layout)
+    tmp = {kind: partial / f".{names[kind]}.tmp" for kind in layout}
+    maps = {kind: np.lib.format.open_memmap(tmp[kind], mode="w+", dtype=dtype, shape=(end - start, seq_len, *shape))
+            for kind, (shape, dtype) in layout.items()}
+    generator = None
     for first in range(start, end, batch_size):
         last = min(first + batch_size, end)
-        ids = torch.from_numpy(_read_blocks(blocks, first, last))  # (b, T)
+        ids = torch.from_numpy(read_blocks(blocks, first, last))  # (b, T)
         if ids.shape[1] != seq_len:
             raise DistillError(f"block {first} has {ids.shape[1]} tokens but block 0 has {seq_len}; blocks must share seq_len")
         logits = [_teacher_logits(t, ids, vocab, device) for t in teachers]
         target_device = logits[0].device
         flat = [z.to(target_device).reshape(-1, vocab) for z in logits]  # (b, T, V) -> (b*T, V)
         log_p = ensemble_log_probs(flat, settings["temperature"], settings["ensemble"], weights)
-        sparse = SparseTarget.from_log_probs(log_p, k)
-        b = last - first
+        if generator is None and settings["method"] == SAMPLED:  # one per shard: a resumed build draws the same
+            generator = shard_generator(settings["seed"], number, log_p.device)
         rows = slice(first - start, last - start)
-        maps["indices"][rows] = sparse.indices.reshape(b, seq_len, k).cpu().numpy().astype(dtypes["indices"])
-        maps["logprobs"][rows] = sparse.logprobs.reshape(b, seq_len, k).cpu().numpy().astype(dtypes["logprobs"])
-        maps["tail"][rows] = sparse.tail_logprob.reshape(b, seq_len).cpu().numpy().astype(np.float32)
+        for kind, array in _target_arrays(log_p, settings, generator).items():
+            shape, dtype = layout[kind]
+            maps[kind][rows] = array.reshape(last - first, seq_len, *shape).cpu().numpy().astype(dtype)
     sha = {}
-    for kind in FILES:
+    for kind in layout:
         maps[kind].flush()
         del maps[kind]
         os.replace(tmp[kind], partial / names[kind])
@@ -469,7 +493,7 @@ def _build_shard(partial: Path, number: int, start: int, end: int, teachers, blo
     atomic_write_json(partial / f"shard-{number:05d}.json", {"blocks": [start, end], "files": names, "sha256": sha})
 
 
-def _finish(partial: Path, out_dir: Path, settings: dict, num_shards: int) -> None:
+def _finish(partial: Path, out_dir: Path, settings: dict, num_shards: int, build_time_s: float) -> None:
     """Move the finished shards into ``out_dir`` with the manifest, atomically."""
     shards = []
     for number in range(num_shards):
@@ -477,7 +501,7 @@ def _finish(partial: Path, out_dir: Path, settings: dict, num_shards: int) -> No
         if not sidecar.is_file():
             raise RuntimeError(f"logit cache shard {number} was not built ({sidecar} missing)")
         shards.append(json.loads(sidecar.read_text(encoding="utf-8")))
-    manifest = dict(settings, shards=shards)
+    manifest = dict(settings, shards=shards, build_time_s=round(build_time_s, 2))  # this run's share of a resumed build
     with write_folder(out_dir, CACHE_FILES, fix="give student.logit_cache.dir a folder of its own") as tmp:
         for shard in shards:
             for name in shard["files"].values():

@@ -278,7 +278,7 @@ def blended_kd_loss(
     if student_logits.shape[-1] < vocab:
         raise ValueError(f"student has {student_logits.shape[-1]} logits per token, fewer than vocab_size {vocab}")
     flat = student_logits.reshape(-1, student_logits.shape[-1])  # (B, T, V') -> (N, V')
-    check_target(teacher_logits, flat.shape[0], config.temperature)
+    check_target(teacher_logits, flat.shape[0], config.temperature, config.divergence)
     sel = _select(labels.to(flat.device), flat.shape[0], student_logits.shape[0], config, shift, num_valid_tokens)
     dtype = compute_dtype(student_logits.dtype)
     if sel.rows.numel() == 0:
@@ -438,7 +438,7 @@ def chunked_kd_loss(
     if student_hidden.shape[-1] != lm_head_weight.shape[1]:
         raise ValueError(f"hidden size {student_hidden.shape[-1]} does not match lm_head weight {tuple(lm_head_weight.shape)}")
     flat = student_hidden.reshape(-1, student_hidden.shape[-1])  # (B, T, H) -> (N, H)
-    check_target(target, flat.shape[0], config.temperature)
+    check_target(target, flat.shape[0], config.temperature, config.divergence)
     sel = _select(labels.to(flat.device), flat.shape[0], student_hidden.shape[0], config, shift, num_valid_tokens)
     dtype = compute_dtype(torch.promote_types(student_hidden.dtype, lm_head_weight.dtype))
     if sel.rows.numel() == 0:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import shutil
 import sys
@@ -28,7 +29,7 @@ from typing import Any
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from distill.artifacts import INFO_FILE, METRICS_FILE, MODEL_FILES, ModelInfo, read_info, write_info
+from distill.artifacts import INFO_FILE, METRICS_FILE, MODEL_FILES, WORDS_DIR, ModelInfo, is_finished, read_info, write_info
 from distill.atomic import atomic_write_bytes, atomic_write_text, write_folder
 from distill.distributed import RUNS
 from distill.errors import DistillError
@@ -108,12 +109,14 @@ def write_model_card(folder: str | Path, info: ModelInfo | None = None, *, sampl
 
 def save_model_folder(folder: str | Path, model, tokenizer, info: ModelInfo, *, state_dict=None,
                       generate: GenerateConfig | None = None, logs_from: str | Path | None = None,
-                      keep_others: bool = True, fix: str | None = None, context_length: int | None = None) -> ModelInfo:
+                      keep_others: bool = True, fix: str | None = None, context_length: int | None = None,
+                      with_samples: bool = True) -> ModelInfo:
     """Write a finished model folder atomically; return the :class:`ModelInfo` written as its ``distill.json``.
 
     The folder gets ``model``'s weights (``state_dict`` when given: Accelerate's gathered one), the
-    tokenizer, the training logs of ``logs_from`` (default ``folder``: ``metrics.jsonl``, ``runs/``),
-    the card with samples from ``generate``'s first prompts (a tokenizer that cannot encode a
+    tokenizer, the training logs of ``logs_from`` (default ``folder``: ``metrics.jsonl``, ``runs/``)
+    and its finished ``words/<count>/`` folders (hard links where possible), the card with samples
+    from ``generate``'s first prompts (``with_samples=False``: none; a tokenizer that cannot encode a
     prompt leaves the card without samples, never the model unsaved) and ``distill.json``, last.
     ``context_length``: the trained context for the samples (default ``info.seq_len``).
     ``keep_others``: merge around files that are not a model folder's (a user's notes) instead of
@@ -132,8 +135,9 @@ def save_model_folder(folder: str | Path, model, tokenizer, info: ModelInfo, *, 
                 shutil.copytree(source, tmp / name)
             elif source.is_file():
                 shutil.copy2(source, tmp / name)
+        _carry_words(logs_from / WORDS_DIR, tmp / WORDS_DIR)
         samples = None
-        if tokenizer is not None:
+        if tokenizer is not None and with_samples:
             try:
                 samples = sample_generations(model, tokenizer, generate, context_length=context_length or info.seq_len)
             except DistillError as err:  # a tokenizer without <s>, say: the card goes without samples, the model is kept
@@ -141,6 +145,23 @@ def save_model_folder(folder: str | Path, model, tokenizer, info: ModelInfo, *, 
         write_model_card(tmp, final, samples=samples)
         write_info(tmp, final)
     return final
+
+
+def _carry_words(source: Path, target: Path) -> None:
+    """The finished model folders in ``source`` (``words/<count>/``) into ``target``, as hard links
+    where the file system allows: no writer changes a file in place (each renames a new one in)."""
+    if not source.is_dir():
+        return
+    for folder in sorted(source.iterdir()):
+        if folder.is_dir() and not folder.is_symlink() and is_finished(folder):
+            shutil.copytree(folder, target / folder.name, copy_function=_link_or_copy)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or one without hard links
+        shutil.copy2(source, target)
 
 
 def add_evaluation(folder: str | Path, results: dict, report: dict | None = None) -> Path:
@@ -305,7 +326,9 @@ def _metrics(info: ModelInfo) -> str:
     if not info.metrics:
         return "## Metrics\n\nNone recorded.\n"
     rows = [[key, _show(value)] for key, value in info.metrics.items()]
-    return ("## Metrics\n\nAt the end of training, from `distill.json` (losses and perplexities are per target token, "
+    when = ("At the end of training" if info.words_seen is None or info.step is None else
+            f"Saved during training at {info.words_seen:,} train words seen (step {info.step}; `training.save_at_words`)")
+    return (f"## Metrics\n\n{when}, from `distill.json` (losses and perplexities are per target token, "
             "validation on the corpus val split; also under `training_metrics` in this card's metadata):\n\n"
             + _table(["metric", "value"], ["l", "r"], rows) + "\n")
 

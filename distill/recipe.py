@@ -30,6 +30,7 @@ from typing import Any, Literal, Optional, Sequence, Union
 import yaml
 
 from distill.atomic import not_a_folder
+from distill.counts import format_count
 from distill.errors import DistillError, not_utf8
 from distill.typed_config import (
     INTERNAL, INVALID, apply_override, copy_plain, did_you_mean, from_plain, is_valid, resolve_paths, to_plain,
@@ -41,7 +42,10 @@ MixedPrecision = Literal["no", "bf16", "fp16"]
 Divergence = Literal["forward_kl", "reverse_kl", "jsd"]
 Ensemble = Literal["logits", "probs"]
 KLReduction = Literal["token_mean", "legacy_batchmean"]
+CacheMethod = Literal["topk_tail", "sampled"]
+MAX_CACHE_SAMPLES = 255  # distill.logit_sampling.MAX_SAMPLES: counts are stored as uint8
 SplitName = Literal["train", "val", "test"]
+Decoding = Literal["greedy", "recipe"]
 
 if typing.TYPE_CHECKING:
     from distill.losses import LossConfig
@@ -136,9 +140,10 @@ class TrainingConfig(_Section):
     max_grad_norm: Optional[float] = 1.0  # gradient clipping norm; null or 0 = no clipping
     compile: bool = False  # torch.compile the model (worth it on GPU for long runs)
     log_with: Optional[Union[str, list[str]]] = None  # experiment tracker(s) through Accelerate: tensorboard, wandb, mlflow, trackio, ... or a list of them; null = none
+    save_at_words: list[int] = field(default_factory=list)  # also save the model at these counts of train words seen, e.g. [1M, 2M, 5M], into <model>/words/<count>/ (distill/words_seen.py); [] = none
 
     def problems(self, key, recipe=None):
-        out = []
+        out = save_at_words_problems(f"{key}.save_at_words", self.save_at_words)
         positive = ("epochs", "batch_size", "grad_accum", "log_every", "keep_checkpoints")
         for name in positive:
             value = getattr(self, name)
@@ -161,6 +166,23 @@ class TrainingConfig(_Section):
         out += seed_problems(f"{key}.seed", self.seed, MAX_TRAINING_SEED)
         out += tracker_problems(f"{key}.log_with", self.log_with)
         return out
+
+
+def save_at_words_problems(key: str, counts: Any) -> list[str]:
+    """``save_at_words`` must list positive word counts, each once, from small to large."""
+    if not is_valid(counts) or not all(is_valid(count) for count in counts):
+        return []  # the type check has said what is wrong
+    example = "e.g. save_at_words: [1M, 2M, 5M, 10M]"
+    shown = "[" + ", ".join(format_count(c) if c > 0 else str(c) for c in counts) + "]"
+    if bad := [count for count in counts if count <= 0]:
+        return [f"{key}: {bad[0]} in {shown} is not positive; give counts of words seen, {example}"]
+    if len(set(counts)) < len(counts):
+        twice = sorted({format_count(c) for c in counts if counts.count(c) > 1})
+        return [f"{key}: {shown} lists {', '.join(twice)} more than once; give each count once, {example}"]
+    if counts != sorted(counts):
+        return [f"{key}: {shown} is not in increasing order; list the counts from small to large: "
+                f"[{', '.join(format_count(c) for c in sorted(counts))}]"]
+    return []
 
 
 def tracker_problems(key: str, log_with: Any) -> list[str]:
@@ -243,11 +265,15 @@ class ModelConfig(_Section):
 @dataclass(kw_only=True)
 class LogitCacheConfig(_Section):
     enabled: bool = False  # run the teacher ensemble once and train every epoch from stored sparse targets
-    top_k: int = 64  # tokens stored per position (plus the tail mass)
+    method: CacheMethod = "topk_tail"  # topk_tail (top_k log-probs + tail mass) | sampled (samples draws per position; unbiased, forward_kl only)
+    top_k: int = 64  # method topk_tail: tokens stored per position (plus the tail mass); 4k+4 bytes per token
+    samples: int = 12  # method sampled: draws per position from the teachers' distribution, 1..255; 3 bytes each
     dir: Optional[Path] = None  # where the cache lives; null = {output_dir}/teacher_logits
 
     def problems(self, key, recipe=None):
         out = []
+        if is_valid(self.samples) and not 1 <= self.samples <= MAX_CACHE_SAMPLES:
+            out.append(f"{key}.samples: {self.samples} must be between 1 and {MAX_CACHE_SAMPLES} (counts are stored as uint8), e.g. 12")
         if is_valid(self.top_k) and self.top_k < 1:
             out.append(f"{key}.top_k: {self.top_k} must be 1 or more")
         elif (
@@ -318,6 +344,13 @@ class StudentConfig(ModelConfig):
                 out.append(f"{key}.teacher_weights: {weights} must be non-negative with a positive sum")
         if isinstance(self.logit_cache, LogitCacheConfig):
             out += self.logit_cache.problems(f"{key}.logit_cache", recipe)
+            cache = self.logit_cache
+            sampled = is_valid(cache.enabled, cache.method) and cache.enabled and cache.method == "sampled"
+            if sampled and is_valid(self.divergence) and self.divergence != "forward_kl":  # unbiased for forward KL only
+                out.append(
+                    f"{key}.logit_cache.method: sampled is an unbiased target for forward_kl only, but {key}.divergence is "
+                    f"{self.divergence}; set {key}.divergence=forward_kl or {key}.logit_cache.method=topk_tail"
+                )
         return out
 
 
@@ -350,10 +383,34 @@ class GenerateConfig(_Section):
 
 
 @dataclass(kw_only=True)
+class GenerationEvalConfig(_Section):
+    enabled: bool = True  # generate from every model and score the text (distill/generation_eval.py)
+    test_openings: int = 8  # prompts: generate.prompts plus the openings of this many test-split articles
+    opening_words: int = 5  # words of each article's opening used as a prompt
+    max_new_tokens: int = 64  # tokens generated per prompt
+    decoding: Decoding = "greedy"  # greedy (temperature 0, no repetition penalty) | recipe (the generate: sampling settings and seed)
+    judge: Optional[Path] = None  # model folder that scores the texts' perplexity; null = the teacher with the lowest val ppl
+
+    def problems(self, key, recipe=None):
+        out = []
+        if is_valid(self.test_openings) and self.test_openings < 0:
+            out.append(f"{key}.test_openings: {self.test_openings} must be 0 or more (0 = only generate.prompts)")
+        for name in ("opening_words", "max_new_tokens"):
+            value = getattr(self, name)
+            if is_valid(value) and value < 1:
+                out.append(f"{key}.{name}: {value} must be 1 or more")
+        return out
+
+
+@dataclass(kw_only=True)
 class EvaluateConfig(_Section):
     splits: list[SplitName] = field(default_factory=lambda: ["val", "test"])  # corpus splits scored for perplexity
     blimp_dir: Optional[Path] = None  # folder of BLiMP-format JSONL files (null = skip minimal pairs)
     facts: Optional[Path] = None  # JSONL of fact probes; null = corpus.facts
+    generation: GenerationEvalConfig = field(default_factory=GenerationEvalConfig)  # generated-text quality (rep-3, distinct-n, judge ppl)
+
+    def problems(self, key, recipe=None):
+        return self.generation.problems(f"{key}.generation", recipe) if isinstance(self.generation, GenerationEvalConfig) else []
 
 
 @dataclass(kw_only=True)
@@ -369,6 +426,7 @@ class Recipe(_Section):
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)  # evaluation settings
     source: Optional[Path] = field(default=None, metadata=INTERNAL)  # the YAML file this came from
     overrides: tuple[str, ...] = field(default=(), metadata=INTERNAL)  # the key=value overrides applied
+    inputs_dir: Optional[Path] = field(default=None, metadata=INTERNAL)  # where corpus, tokenizer, tokens and teachers are read (a sweep shares them); null = output_dir
 
     def __post_init__(self):
         if self.output_dir is None and is_valid(self.name) and isinstance(self.name, str):
@@ -439,12 +497,13 @@ class RecipePaths:
 
     def __init__(self, recipe: Recipe):
         self.root = Path(recipe.output_dir)
+        self.inputs = Path(recipe.inputs_dir) if recipe.inputs_dir is not None else self.root  # shared stages' outputs
         self._recipe = recipe
 
     @property
     def corpus(self) -> Path:
         """Split folder: train.txt, val.txt, test.txt, manifest.json."""
-        return self.root / "corpus"
+        return self.inputs / "corpus"
 
     def split(self, name: str) -> Path:
         """One split file, e.g. ``paths.split("train")``."""
@@ -452,15 +511,15 @@ class RecipePaths:
 
     @property
     def tokenizer(self) -> Path:
-        return self.root / "tokenizer"
+        return self.inputs / "tokenizer"
 
     @property
     def tokens(self) -> Path:
         """Cache of tokenized blocks (datasets Arrow folders keyed by hashes)."""
-        return self.root / "tokens"
+        return self.inputs / "tokens"
 
     def teacher(self, name: str) -> Path:
-        return self.root / "teachers" / name
+        return self.inputs / "teachers" / name
 
     @property
     def student(self) -> Path:

@@ -7,6 +7,7 @@ folder's ``metrics.jsonl`` rows, and writes, each file atomically::
     out_dir/plots/train_ce.png     train CE vs step (a teacher's loss is its CE)
     out_dir/plots/train_kl.png     train KL vs step (models that log one)
     out_dir/plots/val_ppl.png      validation perplexity vs epoch, every model
+    out_dir/plots/words_*.png      learning curves in words seen (distill.word_curves, its report.md section)
     out_dir/report.md
     out_dir/report.json            written last: its presence means the report is complete
 
@@ -19,7 +20,7 @@ import json
 import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from distill.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
@@ -29,6 +30,7 @@ PLOTS = {
     "train_kl": ("train KL to the teachers", "step"),
     "val_ppl": ("validation perplexity (CE only)", "epoch"),
 }
+SHOWN_SAMPLES = 2  # continuations per model in report.md's "Generated text" (report.json keeps them all)
 
 
 def read_metrics(model_dir: str | Path) -> list[dict]:
@@ -87,7 +89,8 @@ def curves(metrics: dict[str, list[dict]]) -> dict[str, dict[str, tuple[list[flo
     return {name: series for name, series in out.items() if series}
 
 
-def _render_png(title: str, xlabel: str, series: dict[str, tuple[list[float], list[float]]], log_y: bool) -> bytes:
+def _render_png(title: str, xlabel: str, series: dict[str, tuple[list[float], list[float]]], log_y: bool,
+                log_x: bool = False) -> bytes:
     # matplotlib adds a few tenths of a second to every import of distill.evaluate; only plotting pays it.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -109,6 +112,13 @@ def _render_png(title: str, xlabel: str, series: dict[str, tuple[list[float], li
             ax.yaxis.set_minor_formatter(plain)
     if xlabel == "epoch":
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    xs = [x for xs, _ in series.values() for x in xs]
+    if log_x and xs and min(xs) > 0:  # counts such as words seen: 50k, 1M
+        ax.set_xscale("log")
+        counts = FuncFormatter(lambda x, _: human_count(x))
+        ax.xaxis.set_major_formatter(counts)
+        if max(xs) / min(xs) < 20:
+            ax.xaxis.set_minor_formatter(counts)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
@@ -172,11 +182,14 @@ def summary_table(report: dict) -> str:
     models = report.get("models") or {}
     has_blimp = any(m.get("blimp") for m in models.values())
     has_facts = any(m.get("facts") for m in models.values())
+    has_text = any(m.get("generation") for m in models.values())
     header = ["model", "role", "arch", "params", "train steps"] + [f"{s} ppl" for s in splits]
     if has_blimp:
         header.append("BLiMP acc")
     if has_facts:
         header += ["fact mean rank", "fact mean logprob"]
+    if has_text:
+        header += ["rep-3", "distinct-2", "tokens before loop", "judge ppl"]
     rows = []
     for name, m in models.items():
         row = [name, m.get("role") or "", m.get("arch") or "", human_count(m.get("num_parameters")),
@@ -188,12 +201,53 @@ def summary_table(report: dict) -> str:
         if has_facts:
             facts = m.get("facts")
             row += [_fmt(facts and facts["mean_rank"], ".1f"), _fmt(facts and facts["mean_logprob"])]
+        if has_text:
+            text = m.get("generation") or {}
+            row += [_fmt(text.get("rep3"), ".3f"), _fmt(text.get("distinct2"), ".3f"), _fmt(text.get("loop_length"), ".1f"),
+                    _fmt(text.get("judge_ppl"))]
         rows.append(row)
     return _table(header, ["l", "l", "l"] + ["r"] * (len(header) - 3), rows)
 
 
-def render_markdown(report: dict) -> str:
-    """The whole ``report.md``: summary table, BLiMP per file, fact probes, training curves."""
+def _generation_context(settings: dict) -> str:
+    """One clause for the line above the table: decoding, prompts and the judge of the generated text."""
+    sampling = settings.get("sampling") or {}
+    decoding = ("greedy" if settings.get("decoding") == "greedy" else
+                "sampled with the recipe's generate: settings (" + ", ".join(f"{k} {v}" for k, v in sampling.items()) + ")")
+    prompts = len(settings.get("prompts") or [])
+    openings = settings.get("test_openings") or 0
+    source = f", {openings} of them test-article openings" if openings else ""
+    return (f"generated text: {decoding}, up to {settings.get('max_new_tokens')} new tokens after each of {prompts} prompts{source}; "
+            f"judge ppl by `{settings.get('judge')}`")
+
+
+def _generation_section(report: dict) -> list[str]:
+    """``## Generated text``: what the text columns mean, then each model's first continuations."""
+    models = {name: m["generation"] for name, m in (report.get("models") or {}).items() if m.get("generation")}
+    if not models:
+        return []
+    judge = (report.get("generation") or {}).get("judge") or next(iter(models.values())).get("judge")
+    out = ["## Generated text", "",
+           "Each model continues the same prompts; the numbers are over its continuations, in its own tokens. "
+           "**rep-3**: the share of a text's 3-grams that repeat an earlier 3-gram of the same text (seq-rep-3), averaged "
+           "over texts; 0 = no repeats, higher = more looping. **distinct-2**: unique 2-grams over all 2-grams of all the "
+           "model's texts together; higher = more varied. **tokens before loop**: mean tokens written before the first "
+           "4-gram that already occurred (the whole text when none does, also when it ends early). **judge ppl**: perplexity "
+           f"of the continuations given their prompts under `{judge}`; lower = more fluent to the judge, which favours its "
+           "own text, and repetitive text can also score low, so read it with rep-3.", ""]
+    for name, block in models.items():
+        out += [f"### {name}", "", f"{_fmt(block.get('tokens'), '.1f')} tokens per continuation on average; the first ones:", ""]
+        for sample in block.get("samples", [])[:SHOWN_SAMPLES]:
+            text = sample["prompt"] + sample["text"]
+            fence = "```"
+            while fence in text:
+                fence += "`"
+            out += [f"{fence}text", text, fence, ""]
+    return out
+
+
+def render_markdown(report: dict, sections: Sequence[str] = ()) -> str:
+    """The whole ``report.md``: summary table, BLiMP per file, fact probes, generated text, training curves."""
     models = report.get("models") or {}
     names = list(models)
     out = ["# Evaluation report", ""]
@@ -204,6 +258,8 @@ def render_markdown(report: dict) -> str:
         context.append(f"minimal pairs: `{report['blimp_dir']}`")
     if report.get("facts"):
         context.append(f"fact probes: `{report['facts']}`")
+    if report.get("generation"):
+        context.append(_generation_context(report["generation"]))
     out += [f"{report.get('created_utc', '')}; " + "; ".join(context) + ".", "", summary_table(report), ""]
     for note in report.get("notes") or []:
         out += [f"> note: {note}", ""]
@@ -237,6 +293,8 @@ def render_markdown(report: dict) -> str:
         out += ["## Fact probes (rank of the answer's first token, 1 = top; log-probability of the whole answer)", "",
                 _table(["probe → answer", *names], ["l"] + ["r"] * len(names), rows), ""]
 
+    out += _generation_section(report)
+    out += list(sections)  # e.g. distill.word_curves' learning curves
     plots = report.get("plots") or []
     if plots:
         out += ["## Training curves", ""]
@@ -246,8 +304,10 @@ def render_markdown(report: dict) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def write_report(report: dict, out_dir: str | Path, metrics: dict[str, list[dict]] | None = None) -> dict:
-    """Write plots (from ``metrics``: ``{model: metrics.jsonl rows}``), ``report.md``, then ``report.json``.
+def write_report(report: dict, out_dir: str | Path, metrics: dict[str, list[dict]] | None = None,
+                 sections: Sequence[str] = ()) -> dict:
+    """Write plots (from ``metrics``: ``{model: metrics.jsonl rows}``), ``report.md`` (with the extra
+    markdown ``sections`` before the training curves), then ``report.json``.
 
     Sets ``report["plots"]`` to the plot paths relative to ``out_dir`` and returns the report.
     """
@@ -255,7 +315,7 @@ def write_report(report: dict, out_dir: str | Path, metrics: dict[str, list[dict
     out_dir.mkdir(parents=True, exist_ok=True)
     written = plot_training_curves(metrics or {}, out_dir / "plots")
     report["plots"] = [path.relative_to(out_dir).as_posix() for path in written]
-    atomic_write_text(out_dir / "report.md", render_markdown(report))
+    atomic_write_text(out_dir / "report.md", render_markdown(report, sections))
     atomic_write_json(out_dir / "report.json", _finite(report))
     return report
 

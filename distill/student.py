@@ -14,9 +14,9 @@ checkpoint and exits 143, and ``--resume`` continues it exactly.
 
 The teachers (:mod:`distill.ensemble`) run frozen (``eval()``, ``no_grad``) next to the student on
 every process, or, with ``student.logit_cache.enabled: true``, once before training into a sparse
-top-k cache (:mod:`distill.logit_cache`) that every epoch then reads instead (several times faster
-when the teachers are much larger than the student; see bench/RESULTS.md). The loss of one step is
-:mod:`distill.kd`.
+cache (:mod:`distill.logit_cache`: top-k + tail, or sampled) that every epoch then reads instead
+(several times faster when the teachers are much larger than the student; see bench/RESULTS.md).
+The loss of one step is :mod:`distill.kd`.
 
 From Python::
 
@@ -57,6 +57,7 @@ from distill.models import build_model as init_model
 from distill.recipe import Recipe, StudentConfig, default_output_dir, load_recipe, section_from_dict
 from distill.tokenizer import load_tokenizer, require_current
 from distill.training import count_target_tokens, train as run_training
+from distill.words_seen import train_words_of
 
 # Top-level recipe keys: an override starting with one of them is used as it is; any other key is
 # a student setting (``alpha=0.7`` means ``student.alpha=0.7``).
@@ -241,6 +242,7 @@ class Student:
             self.model, train_dataset=train_blocks, eval_dataset=eval_blocks, training_cfg=self.config.training,
             out_dir=self.output_dir, compute_loss=compute_loss, count_tokens=count_target_tokens, tokenizer=self.tokenizer,
             info=info, resume=resume, accelerator=accelerator, generate=self.recipe.generate if self.recipe else None,
+            train_words=train_words_of(train),
         )  # fmt: skip
         self.model = accelerator.unwrap_model(self.model)
         self.info = (read_info(self.output_dir) if accelerator.is_main_process else None) or ModelInfo()
@@ -275,9 +277,10 @@ class Student:
     def logit_cache(self, train_blocks, accelerator) -> TeacherLogitCache:
         """The teacher-logit cache of these training blocks in ``logit_cache_dir``, built when missing."""
         cfg = self.config
+        cache = cfg.logit_cache
         return self.teachers.logit_cache(
-            train_blocks, cfg.loss, path=self.logit_cache_dir, top_k=cfg.logit_cache.top_k, seq_len=self.seq_len,
-            batch_size=max(cfg.training.batch_size, 1), accelerator=accelerator, role=self.role,
+            train_blocks, cfg.loss, path=self.logit_cache_dir, top_k=cache.top_k, method=cache.method, samples=cache.samples,
+            seq_len=self.seq_len, batch_size=max(cfg.training.batch_size, 1), accelerator=accelerator, role=self.role,
         )  # fmt: skip
 
     def save(self, directory: str | Path) -> Path:

@@ -5,8 +5,9 @@ A :data:`TeacherTarget` comes in three forms, all read through :func:`target_row
 * K teacher logit tensors (each (B, T, V'_k) or (N, V'_k)), mixed by :func:`ensemble_log_probs`;
 * a callable ``rows -> K logit tensors (M, V'_k)``: :func:`teacher_head_target` applies each
   teacher's lm_head to its hidden states one chunk of rows at a time, so no (N, V) logits exist;
-* a :class:`SparseTarget`: the mixed distribution kept as top-k entries plus the tail mass (what
-  :class:`distill.logit_cache.TeacherLogitCache` stores).
+* a :class:`SparseTarget`: the mixed distribution kept as top-k entries plus the tail mass, or as
+  the empirical distribution of N draws from it (``sampled``; :mod:`distill.logit_sampling`), as
+  :class:`distill.logit_cache.TeacherLogitCache` stores them.
 
 Shapes: B batch, T sequence, V vocabulary (the tokenizer's size), V' >= V a model's output rows,
 H hidden size, N = B*T positions, M selected positions, k cached entries per token.
@@ -64,12 +65,18 @@ class SparseTarget:
 
     Ensemble, weights and temperature are baked in when the target is made; the loss refuses a
     target made at another temperature.
+
+    ``sampled=True`` marks the other cached form, the empirical distribution of N draws from p_t
+    (:func:`distill.logit_sampling.sampled_target`): ``logprobs`` are log(count/N), -inf on empty
+    padding slots, ``tail_logprob`` is -inf and there is no tail bucket. It is an unbiased estimate
+    of the forward-KL gradient, not a coarsening; :mod:`distill.logit_sampling` says why.
     """
 
     indices: Tensor
     logprobs: Tensor
     tail_logprob: Tensor
     temperature: Optional[float] = None
+    sampled: bool = False  # the empirical distribution of draws from p_t: no tail bucket
 
     @property
     def num_rows(self) -> int:
@@ -88,10 +95,12 @@ class SparseTarget:
             self.logprobs[local].to(device),
             self.tail_logprob[local].to(device),
             self.temperature,
+            self.sampled,
         )
 
     def to(self, device) -> "SparseTarget":
-        return SparseTarget(self.indices.to(device), self.logprobs.to(device), self.tail_logprob.to(device), self.temperature)
+        return SparseTarget(self.indices.to(device), self.logprobs.to(device), self.tail_logprob.to(device), self.temperature,
+                            self.sampled)
 
     @classmethod
     def from_log_probs(cls, log_probs: Tensor, top_k: int, temperature: Optional[float] = None) -> "SparseTarget":
@@ -172,8 +181,11 @@ def ensemble_log_probs(
 def sparse_bucket_log_probs(student_log_probs: Tensor, target: SparseTarget) -> tuple[Tensor, Tensor]:
     """Teacher and student log-probs over the target's buckets: (M, V) -> (M, k+1), (M, k+1).
 
-    Buckets are the k cached tokens and, when k < V, one bucket for all other tokens. The teacher
-    side is renormalised (fp16 storage rounds the sum away from 1 by ~1e-3).
+    Buckets are the k cached tokens and, when k < V and the target is not ``sampled``, one bucket
+    for all other tokens. The teacher side is renormalised (fp16 storage rounds the sum away from 1
+    by ~1e-3); its -inf entries (a sampled target's empty slots) become the most negative finite
+    value, whose exp is exactly 0, so they add 0 to the divergence and its gradient where
+    0 * -inf would be NaN.
     """
     vocab = student_log_probs.shape[-1]
     dtype = student_log_probs.dtype
@@ -182,14 +194,14 @@ def sparse_bucket_log_probs(student_log_probs: Tensor, target: SparseTarget) -> 
         raise ValueError(f"sparse target has token ids >= vocab size {vocab}")
     q_top = student_log_probs.gather(-1, idx)  # (M, k)
     p_top = target.logprobs.to(dtype)
-    if target.k < vocab:
+    if target.k < vocab and not target.sampled:
         q_tail = student_log_probs.scatter(-1, idx, float("-inf")).logsumexp(-1, keepdim=True)  # (M, 1)
         q_buckets = torch.cat([q_top, q_tail], dim=-1)
         p_buckets = torch.cat([p_top, target.tail_logprob.to(dtype).unsqueeze(-1)], dim=-1)
-    else:  # every token has its own bucket: no tail
+    else:  # every token has its own bucket, or a sampled target has no tail mass: no tail bucket
         q_buckets, p_buckets = q_top, p_top
     p_buckets = p_buckets - p_buckets.logsumexp(-1, keepdim=True)
-    return p_buckets, q_buckets
+    return p_buckets.clamp(min=torch.finfo(dtype).min), q_buckets
 
 
 def teacher_head_target(
@@ -218,10 +230,16 @@ def teacher_head_target(
     return target
 
 
-def check_target(target: TeacherTarget, num_positions: int, temperature: float) -> None:
-    """ValueError when a sparse target does not fit the student's positions or the loss temperature."""
+def check_target(target: TeacherTarget, num_positions: int, temperature: float, divergence: str = "forward_kl") -> None:
+    """ValueError when a sparse target does not fit the student's positions, the loss temperature
+    or (a sampled target) the divergence."""
     if not isinstance(target, SparseTarget):
         return
+    if target.sampled and divergence != "forward_kl":
+        raise ValueError(
+            f"a sampled target is an unbiased estimate for forward_kl only, not {divergence}; "
+            "use divergence forward_kl or a top-k + tail target"
+        )
     if target.num_rows != num_positions:
         raise ValueError(f"sparse target has {target.num_rows} rows but the student has {num_positions} positions")
     if target.temperature is not None and not math.isclose(target.temperature, temperature, rel_tol=1e-6):

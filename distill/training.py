@@ -38,6 +38,8 @@ loads the newest intact one (:func:`distill.checkpoints.resume_checkpoint`), ski
 already seen in that epoch and continues with the same data order, RNG, optimizer and schedule.
 At the end the folder is rebuilt atomically with ``config.json``, ``model.safetensors``, the
 tokenizer, ``metrics.jsonl`` and ``distill.json`` (written last); the checkpoints go with the old folder.
+``training.save_at_words`` also saves whole model folders at counts of words seen into ``out_dir/words/``
+(:mod:`distill.words_seen`, one call after each optimizer step), which the final folder keeps.
 
 Experiment trackers
 -------------------
@@ -90,6 +92,7 @@ from distill.distributed import RUNS, make_accelerator
 from distill.errors import DistillError, TrainingInterrupted
 from distill.model_card import save_model_folder
 from distill.recipe import GenerateConfig, TrainingConfig
+from distill.words_seen import WordSnapshots
 
 METRICS = METRICS_FILE
 
@@ -168,6 +171,7 @@ class _Run:
     pbar: Any = None
     last_train_loss: float = math.nan  # the newest train row's loss
     ends_trackers: bool = False  # this run started the accelerator's trackers, so it ends them
+    words: Any = None  # the :class:`~distill.words_seen.WordSnapshots`: words seen, the save_at_words folders
 
     def elapsed(self) -> float:
         """Seconds of training so far, earlier processes of a resumed run included."""
@@ -229,6 +233,7 @@ def train(
     resume: bool = False,
     accelerator=None,
     generate: GenerateConfig | None = None,
+    train_words: int | None = None,
 ) -> dict:
     """Train ``model`` and write its finished folder to ``out_dir``; return the final metrics.
 
@@ -262,20 +267,26 @@ def train(
             made with ``gradient_accumulation_steps=1`` (the default).
         generate: the sampling settings (the recipe's ``generate:``) of the samples in the
             folder's model card (default: "London was" with the recipe defaults).
+        train_words: words of the train text, for words seen and ``training.save_at_words``
+            (default: counted from the split file behind blocks of :func:`distill.data.build_blocks`).
 
     Returns: ``{"val_loss", "val_ppl", "train_loss", "steps", "epochs", "train_tokens",
-    "wall_time_s", "num_processes", "effective_batch_size"}``.
+    "wall_time_s", "num_processes", "effective_batch_size"}``, and ``"words_seen"`` when the train
+    words are known (:mod:`distill.words_seen`).
 
     Raises: :class:`DistillError` when the loss becomes NaN/inf (the newest checkpoint is kept), and
     on resume when every checkpoint is damaged or one does not fit the model; :class:`TrainingInterrupted`
     after saving a checkpoint on SIGTERM/SIGINT.
     """
+    name = (info.name if info else "") or "model"
+    words = WordSnapshots.plan(training_cfg, train_dataset, train_words, name)  # before the folder is touched
     run = _setup(
         model, train_dataset, eval_dataset, training_cfg, Path(out_dir), compute_loss=compute_loss or causal_lm_loss,
         count_tokens=count_tokens or count_target_tokens, collate_fn=collate_fn or collate_blocks, resume=resume,
-        accelerator=accelerator, name=(info.name if info else "") or "model",
+        accelerator=accelerator, name=name,
         tracker_config=_flat_config(info.recipe if info and info.recipe else {"training": training_cfg.to_dict()}),
     )
+    run.words = words.start(run, tokenizer, info or ModelInfo(name=name))
     try:
         run.model.train()
         with StopSignal() as stop:
@@ -386,6 +397,7 @@ def _train_epoch(run: _Run, stop: StopSignal) -> None:
         grad_norm = _optimizer_step(run, window)
         if progress.step % cfg.log_every == 0 or progress.step == run.total_steps:
             _log_train_row(run, grad_norm)
+        run.words.after_step(run)  # before this step's checkpoint: a resume never skips a save_at_words folder
         if progress.batches_in_epoch >= len(run.train_dl):
             _end_epoch(run)
             return
@@ -555,6 +567,7 @@ def _finish(run: _Run, tokenizer, info: ModelInfo, generate: GenerateConfig | No
         "wall_time_s": round(run.elapsed(), 1),
         "num_processes": world,
         "effective_batch_size": run.cfg.batch_size * run.cfg.grad_accum * world,
+        **run.words.final_metrics(progress.train_tokens),
     }
     if torch.cuda.is_available():
         metrics["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from distill.counts import parse_count
+from distill.counts import format_count, parse_count
 from distill.errors import DistillError
 
 
@@ -27,3 +27,9 @@ def test_not_a_count_names_the_key(value):
 def test_negative_count():
     with pytest.raises(DistillError, match=r"^--val-words: -5 is negative"):
         parse_count(-5, "--val-words")
+
+
+@pytest.mark.parametrize("count, text", [(999, "999"), (1_000, "1k"), (50_000, "50k"), (1_500, "1.5k"), (1_000_000, "1M"),
+                                         (2_500_000, "2.5M"), (1_234_567, "1.234567M"), (10**10, "10B")])
+def test_format_count_is_exact_and_reads_back(count, text):
+    assert format_count(count) == text and parse_count(text) == count

@@ -67,3 +67,26 @@ def test_bookkeeping_settings_do_not_make_a_model_stale(tiny_recipe, tmp_path):
     assert model_stale(folder, expected_info(logs, "teacher", teacher.name)) is None
     lr = load_recipe(tiny_recipe, ["teachers.llama.training.lr=0.01"])
     assert model_stale(folder, expected_info(lr, "teacher", teacher.name)).startswith("recipe key changed: training.lr")
+
+
+def test_a_recipe_key_newer_than_the_model_counts_as_its_default(tiny_recipe, tmp_path):
+    """A folder trained before a recipe key existed stays current while the key keeps its default,
+    and a disabled logit cache's other settings never matter."""
+    from distill.artifacts import expected_info, model_stale
+
+    recipe = load_recipe(tiny_recipe)
+    folder = tmp_path / "student"
+    folder.mkdir()
+    for name, data in (("config.json", "{}"), ("model.safetensors", "")):
+        (folder / name).write_text(data, encoding="utf-8")
+    expected = expected_info(recipe, "student")
+    old = recipe.student.to_dict()
+    del old["training"]["max_grad_norm"], old["logit_cache"]["top_k"]  # keys an older version did not write
+    saved = {"tokenizer_sha256": expected.tokenizer_sha256, "teacher_hashes": expected.teacher_hashes, "recipe": old}
+    (folder / "distill.json").write_text(json.dumps(saved), encoding="utf-8")
+    assert model_stale(folder, expected) is None
+    assert model_stale(folder, expected_info(load_recipe(tiny_recipe, ["student.logit_cache.top_k=8"]), "student")) is None
+    changed = model_stale(folder, expected_info(load_recipe(tiny_recipe, ["student.training.max_grad_norm=0.5"]), "student"))
+    assert changed.startswith("recipe key changed: training.max_grad_norm")
+    cached = model_stale(folder, expected_info(load_recipe(tiny_recipe, ["student.logit_cache.enabled=true"]), "student"))
+    assert cached.startswith("recipe key") and "logit_cache" in cached

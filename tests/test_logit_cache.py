@@ -46,7 +46,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("cache")
     cache = TeacherLogitCache.build(teachers, blocks, root / "teacher_logits", batch_size=3, shard_blocks=4, verbose=False, **settings)
     expect = {key: settings[key] for key in settings if key in EXPECT_KEYS}
-    expect.update(seq_len=SEQ, num_blocks=NUM_BLOCKS, dataset_sha256=blocks_sha256(blocks))
+    expect.update(method="topk_tail", seq_len=SEQ, num_blocks=NUM_BLOCKS, dataset_sha256=blocks_sha256(blocks))
     return teachers, blocks, ids, cache, expect, root
 
 
@@ -83,11 +83,11 @@ def test_reopen_reads_the_same_targets_as_the_live_teachers(setup):
     torch.testing.assert_close(total, torch.zeros_like(total), atol=2e-3, rtol=0)
 
 
-@pytest.mark.parametrize("key", EXPECT_KEYS)
+@pytest.mark.parametrize("key", [key for key in EXPECT_KEYS if key not in ("samples", "seed")])  # those: test_sampled_cache.py
 def test_each_mismatch_is_refused_with_the_key_both_values_and_the_fix(setup, key):
     *_, expect, root = setup
     wrong = {
-        "teacher_hashes": ["a" * 64, "d" * 64], "tokenizer_hash": "e" * 64, "temperature": 1.0, "top_k": 64,
+        "teacher_hashes": ["a" * 64, "d" * 64], "tokenizer_hash": "e" * 64, "temperature": 1.0, "method": "sampled", "top_k": 64,
         "ensemble": "probs", "weights": [0.7, 0.3], "vocab_size": 301, "seq_len": 32, "num_blocks": 12,
         "dataset_sha256": "f" * 64,
     }[key]

@@ -181,3 +181,21 @@ def test_generate_temperature_zero_is_greedy_and_negative_is_refused(tmp_path):
         load_recipe(path, ["generate.temperature=-0.5"])
     with pytest.raises(DistillError, match=r"generate.prompts: \[\] must be a list of non-empty prompts"):
         load_recipe(path, ["generate.prompts=[]"])
+
+
+def test_save_at_words_are_counts_from_small_to_large_each_once(tmp_path):
+    path = write_recipe(tmp_path / "r.yaml", tiny_recipe_dict(tmp_path / "out"))
+    recipe = load_recipe(path, ["student.training.save_at_words=[50k, 1M, 2_500_000]"])
+    assert recipe.student.training.save_at_words == [50_000, 1_000_000, 2_500_000]
+    assert recipe.teachers[0].training.save_at_words == []  # the default: no folders
+    cases = {
+        "[2M, 1M]": r"student.training.save_at_words: \[2M, 1M\] is not in increasing order; list the counts from small to large: \[1M, 2M\]",
+        "[1M, 1_000_000]": r"student.training.save_at_words: \[1M, 1M\] lists 1M more than once; give each count once",
+        "[0, 1M]": r"student.training.save_at_words: 0 in \[0, 1M\] is not positive",
+        "[ten]": r"student.training.save_at_words\[0\]: expected an integer, got 'ten'",
+        "1M": r"student.training.save_at_words: expected a list of an integer",
+    }
+    for value, message in cases.items():
+        with pytest.raises(DistillError, match=message):
+            load_recipe(path, [f"student.training.save_at_words={value}"])
+
