@@ -100,18 +100,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from distill.folder_lock import folder_lock
-    from distill.sweep import _run_jobs, _shared_stages, plan
+    from distill.sweep import execute, plan
 
     sweep = plan(args.recipe, args.overrides, args.seeds, variants=variants(args.top_k, args.samples))
     started = time.monotonic()
-    if _shared_stages(sweep.base):
-        return 2
-    with folder_lock(sweep.root):
-        rows = _run_jobs(sweep)
-    if rows is None:
-        return 130
-    rows = [row for row in rows if row["role"] == "student"]
+    done = execute(sweep)
+    if isinstance(done, int):
+        return done
+    rows = [row for row in done[0] if row["role"] == "student"]
     command = " ".join(["python bench/cache_quality.py", args.recipe, *args.overrides, "--seeds", *map(str, args.seeds)])
     student = sweep.base.student
     text = "\n".join([

@@ -41,7 +41,7 @@ from typing import Any, Sequence
 
 from tqdm.auto import tqdm
 
-from distill import student as student_stage
+from distill import generation_eval, student as student_stage
 from distill.artifacts import file_sha256, is_finished, json_sha256, read_info, trained_by, why_stale
 from distill.atomic import atomic_write_json
 from distill.checkpoints import latest_checkpoint
@@ -213,29 +213,35 @@ def plan(recipe_path: str | Path, overrides: Sequence[str], seeds: Sequence[int]
     return sweep
 
 
-def _eval_plan(recipe: Recipe) -> dict[str, Any]:
+def _eval_plan(recipe: Recipe, judge: Path | None) -> dict[str, Any]:
+    """How every model of the sweep is scored: the recipe's splits, BLiMP and generation settings;
+    the texts are judged by ``judge`` (the best teacher) unless the recipe names a judge."""
     evaluate = recipe.evaluate
+    generation = generation_eval.plan_from_recipe(recipe)
+    if generation is not None and generation.judge is None and judge is not None:
+        generation = dataclasses.replace(generation, judge=judge)
     return {"splits": {name: recipe.paths.split(name) for name in evaluate.splits},
-            "blimp_dir": evaluate.blimp_dir, "seq_len": recipe.data.seq_len}
+            "blimp_dir": evaluate.blimp_dir, "seq_len": recipe.data.seq_len, "generation": generation}
 
 
-def evaluated(folder: Path, name: str, recipe: Recipe, out_dir: Path) -> dict:
-    """The evaluation entry of a finished model, from ``out_dir/eval.json`` when it was made from the
-    same ``distill.json`` and settings, else computed (:func:`distill.evaluate.evaluate_models`) and kept."""
-    settings = _eval_plan(recipe)
-    splits = {name: file_sha256(path) for name, path in settings["splits"].items() if path.is_file()}
-    key = json_sha256({"info": file_sha256(folder / "distill.json"), "settings": settings, "splits": splits})
+def evaluated(models: dict[str, Path], recipe: Recipe, out_dir: Path, judge: Path | None = None) -> dict[str, dict]:
+    """The evaluation entries of finished models, from ``out_dir/eval.json`` when made from the same
+    ``distill.json`` files and settings, else computed (:func:`distill.evaluate.evaluate_models`,
+    which also writes its report.md there) and kept."""
+    settings = _eval_plan(recipe, judge)
+    files = [*(folder / "distill.json" for folder in models.values()), *settings["splits"].values()]
+    files += [Path(settings["generation"].judge) / "distill.json"] if settings["generation"] and settings["generation"].judge else []
+    key = json_sha256({"files": [file_sha256(path) if path.is_file() else None for path in files], "settings": settings})
     path = out_dir / RESULT_FILE
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         saved = None  # not made yet, or cut short: evaluate again
     if isinstance(saved, dict) and saved.get("key") == key:
-        return saved["entry"]
-    report = evaluate_models({name: folder}, out_dir=out_dir, log=lambda message: None, **settings)
-    entry = report["models"][name]
-    atomic_write_json(path, {"key": key, "folder": str(folder), "entry": entry})
-    return entry
+        return saved["entries"]
+    report = evaluate_models(models, out_dir=out_dir, log=lambda message: None, **settings)
+    atomic_write_json(path, {"key": key, "models": {name: str(folder) for name, folder in models.items()}, "entries": report["models"]})
+    return report["models"]
 
 
 def _train(job: Job) -> None:
@@ -247,13 +253,13 @@ def _train(job: Job) -> None:
     student_stage.run(job.recipe, only=job.role, resume=resume)
 
 
-def run_job(job: Job) -> dict:
-    """Train (when needed) and evaluate one job; its result row for the report."""
+def run_job(job: Job, judge: Path | None = None) -> dict:
+    """Train (when needed) and evaluate one job (``judge`` scores its text); its result row for the report."""
     _train(job)
     if job.variant is not None:
         atomic_write_json(job.folder.parent.parent / "variant.json", {"settings": job.variant.settings,
                                                                       "student": job.recipe.student.to_dict()})
-    entry = evaluated(job.folder, job.role, job.recipe, job.folder.parent / f"{job.role}-report")
+    entry = evaluated({job.role: job.folder}, job.recipe, job.folder.parent / f"{job.role}-report", judge)[job.role]
     info = read_info(job.folder)
     return {"role": job.role, "seed": job.seed, "variant": job.variant.settings if job.variant else None,
             "folder": str(job.folder), "baseline": str(job.baseline) if job.baseline else None, "entry": entry, "wall_time_s": (info.metrics or {}).get("wall_time_s") if info else None}
@@ -268,10 +274,26 @@ def _shared_stages(base: Recipe) -> int:
     return 0
 
 
-def _teachers(base: Recipe) -> dict[str, dict]:
+def _teachers(base: Recipe) -> tuple[dict[str, dict], Path | None]:
+    """The teachers' evaluation (one report, in ``sweep/teachers``) and the judge of generated text."""
     paths = base.paths
-    return {t.name: evaluated(paths.teacher(t.name), t.name, base, paths.root / "sweep" / "teachers" / t.name)
-            for t in base.teachers}
+    entries = evaluated({t.name: paths.teacher(t.name) for t in base.teachers}, base, paths.root / "sweep" / "teachers")
+    judge = base.evaluate.generation.judge
+    return entries, Path(judge) if judge else generation_eval.pick_judge(entries)[1]
+
+
+def execute(sweep: Sweep) -> tuple[list[dict], dict[str, dict]] | int:
+    """Make the shared stages, then train and evaluate every job not yet done: ``(rows, teachers)``,
+    or the exit code of a failed shared stage (130 after Ctrl-C)."""
+    print(f"sweep: {len(sweep.variants)} variants x {len(sweep.seeds)} seeds = {len(sweep.jobs)} models to train and "
+          f"evaluate (skipping finished ones) under {sweep.root}", flush=True)
+    code = _shared_stages(sweep.base)
+    if code:
+        return code
+    with folder_lock(sweep.root):
+        teachers, judge = _teachers(sweep.base)
+        rows = _run_jobs(sweep, judge)
+    return 130 if rows is None else (rows, teachers)
 
 
 def run_sweep(recipe_path: str | Path, overrides: Sequence[str], seeds: Sequence[int], *, out_dir: str | Path | None = None,
@@ -279,32 +301,26 @@ def run_sweep(recipe_path: str | Path, overrides: Sequence[str], seeds: Sequence
     """Plan, train and evaluate every job not yet done, then write the report; the exit code."""
     sweep = plan(recipe_path, overrides, seeds)
     out = Path(out_dir) if out_dir else sweep.base.paths.report
-    print(f"sweep: {len(sweep.variants)} variants x {len(sweep.seeds)} seeds = {len(sweep.jobs)} models to train and "
-          f"evaluate (skipping finished ones) under {sweep.root}", flush=True)
-    code = _shared_stages(sweep.base)
-    if code:
-        return code
     started = time.monotonic()
-    with folder_lock(sweep.root):
-        teachers = _teachers(sweep.base)
-        rows = _run_jobs(sweep)
-        if rows is None:
-            return 130
-        wall = time.monotonic() - started
-        summary = write_sweep_report(sweep, rows, teachers, out, command=command or _command(recipe_path, overrides, seeds), wall_s=wall)
+    done = execute(sweep)
+    if isinstance(done, int):
+        return done
+    rows, teachers = done
+    command = command or _command(recipe_path, overrides, seeds)
+    summary = write_sweep_report(sweep, rows, teachers, out, command=command, wall_s=time.monotonic() - started)
     print(summary, flush=True)
     print(f"\nsweep report: {out / 'sweep.md'}", flush=True)
     return 0
 
 
-def _run_jobs(sweep: Sweep) -> list[dict] | None:
+def _run_jobs(sweep: Sweep, judge: Path | None = None) -> list[dict] | None:
     rows = []
     bar = tqdm(sweep.jobs, desc="sweep", unit="model", dynamic_ncols=True)
     for job in bar:
         bar.set_postfix_str(job.label)
         began = time.monotonic()
         try:
-            rows.append(run_job(job))
+            rows.append(run_job(job, judge))
         except TrainingInterrupted as stop:
             bar.close()
             print(f"{stop}\nsweep: stopped at {job.label}; its checkpoint is kept: rerun the same command to resume", flush=True)

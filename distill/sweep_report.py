@@ -30,6 +30,7 @@ METRICS = (
     ("ratio", "student/baseline val ppl", ".3f", False),
     ("rep3", "rep-3", ".3f", False),
     ("distinct2", "distinct-2", ".3f", True),
+    ("loop_length", "tokens before loop", ".1f", True),
     ("judge_ppl", "judge ppl", ".1f", False),
     ("wall_time_s", "train s", ".0f", False),
 )
@@ -64,6 +65,7 @@ def row_metrics(entry: dict, splits: Sequence[str]) -> dict[str, float | None]:
         "blimp": blimp.get("accuracy"),
         "rep3": generation.get("rep3"),
         "distinct2": generation.get("distinct2"),
+        "loop_length": generation.get("loop_length"),
         "judge_ppl": generation.get("judge_ppl"),
     }
 

@@ -63,11 +63,11 @@ def test_micro_sweep_reports_resumes_and_reuses(tmp_path, monkeypatch):
 
     real, calls = sweep_mod.run_job, []
 
-    def stop_after_three(job):
+    def stop_after_three(job, judge):
         if len(calls) == 3:
             raise KeyboardInterrupt
         calls.append(job.label)
-        return real(job)
+        return real(job, judge)
 
     monkeypatch.setattr(sweep_mod, "run_job", stop_after_three)
     assert main(args) == 130
