@@ -84,7 +84,7 @@ def table(sweep, rows: list[dict]) -> list[str]:
         val, blimp = summary["summary"]["val_ppl"], summary["summary"]["blimp"]
         lines.append(f"| {label(variant.settings)} | {cache['bytes_per_token'] or '–'} | "
                      f"{format(cache['build_time_s'], '.1f') if cache['build_time_s'] else '–'} | {speed['mean']:,.0f} | "
-                     f"{_ci(val, '.2f')} | {_ci(ratio, '.3f')} | {_ci(blimp, '.3f')} |")
+                     f"{_ci(val, '.2f')} | {_ci(ratio, '.3f')} | {_ci(blimp, '.1%')} |")
     return lines
 
 
@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(done, int):
         return done
     rows = [row for row in done[0] if row["role"] == "student"]
-    command = " ".join(["python bench/cache_quality.py", args.recipe, *args.overrides, "--seeds", *map(str, args.seeds)])
+    command = " ".join(["python bench/cache_quality.py", args.recipe, *args.overrides, "--seeds", *map(str, args.seeds),
+                        "--top-k", *map(str, args.top_k), "--samples", *map(str, args.samples)])
     student = sweep.base.student
     text = "\n".join([
         "## Teacher targets: bytes per token against student quality", "",
