@@ -91,14 +91,9 @@ def curves(metrics: dict[str, list[dict]]) -> dict[str, dict[str, tuple[list[flo
 
 def _render_png(title: str, xlabel: str, series: dict[str, tuple[list[float], list[float]]], log_y: bool,
                 log_x: bool = False) -> bytes:
-    # matplotlib adds a few tenths of a second to every import of distill.evaluate; only plotting pays it.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-    fig = Figure(figsize=(7, 4.2), dpi=100)
-    canvas = FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    fig, ax = new_figure()
     for model, (xs, ys) in series.items():
         ax.plot(xs, ys, marker="o" if len(xs) < 12 else None, markersize=3, linewidth=1.4, label=model)
     ax.set_title(title)
@@ -119,11 +114,27 @@ def _render_png(title: str, xlabel: str, series: dict[str, tuple[list[float], li
         ax.xaxis.set_major_formatter(counts)
         if max(xs) / min(xs) < 20:
             ax.xaxis.set_minor_formatter(counts)
+    return finish_png(fig, ax)
+
+
+def new_figure():
+    """A 7 x 4.2 inch matplotlib figure and its one axes, drawn without pyplot (no GUI, no global state)."""
+    # matplotlib adds a few tenths of a second to every import of distill.evaluate; only plotting pays it.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.2), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot(1, 1, 1)
+
+
+def finish_png(fig, ax) -> bytes:
+    """Grid, legend and layout of a :func:`new_figure`, rendered as PNG bytes."""
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
     buffer = io.BytesIO()
-    canvas.print_png(buffer)
+    fig.canvas.print_png(buffer)
     return buffer.getvalue()
 
 

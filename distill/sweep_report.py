@@ -9,7 +9,6 @@ ratio below 1 means distillation helped.
 """
 from __future__ import annotations
 
-import io
 import math
 import re
 import statistics
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from distill.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from distill.report import finish_png, new_figure
 
 # t(0.975, df) for df = 1..30; beyond, the normal's 1.96 with the usual 1/df correction
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
@@ -143,15 +143,10 @@ def _numeric(values: Sequence[str]) -> list[float] | None:
 
 def _plot(axis: str, axes: dict[str, list[str]], summaries: list[dict], baselines: list[dict], metric: tuple) -> bytes:
     """``metric`` against ``axis``: one line per combination of the other swept keys, 95% error bars."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     key, title, spec, _ = metric
     values = axes[axis]
     xs = _numeric(values) or list(range(len(values)))
-    fig = Figure(figsize=(7, 4.2), dpi=100)
-    canvas = FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    fig, ax = new_figure()
     others = [k for k in axes if k != axis]
     groups: dict[tuple, list[dict]] = {}
     for s in summaries:
@@ -175,12 +170,7 @@ def _plot(axis: str, axes: dict[str, list[str]], summaries: list[dict], baseline
     ax.set_xlabel(axis.removeprefix("student."))
     ax.set_ylabel(title)
     ax.set_title(f"{title} against {axis.removeprefix('student.')} (mean, 95% interval over seeds)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    canvas.print_png(buffer)
-    return buffer.getvalue()
+    return finish_png(fig, ax)
 
 
 def write_plots(axes: dict[str, list[str]], summaries: list[dict], baselines: list[dict], plots_dir: Path) -> list[Path]:

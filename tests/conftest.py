@@ -58,6 +58,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class Crash(Exception):
+    """Stands for a run killed mid-training (raised by :func:`crash_at`'s loss)."""
+
+
+def crash_at(step: int):
+    """A ``compute_loss`` for :func:`distill.training.train` that raises :class:`Crash` at optimizer step ``step``."""
+    from distill.training import causal_lm_loss
+
+    def compute_loss(model, batch, window):
+        if window.step == step:
+            raise Crash
+        return causal_lm_loss(model, batch, window)
+
+    return compute_loss
+
+
 def metrics_rows(folder: Path) -> list[dict]:
     """The rows of a model folder's metrics.jsonl."""
     return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]

@@ -8,30 +8,17 @@ import shutil
 import pytest
 import torch
 
-from conftest import ASSETS, write_splits
+from conftest import ASSETS, Crash, crash_at, write_splits
 from distill.artifacts import ModelInfo, model_stale, write_info
 from distill.data import build_blocks
 from distill.evaluate import evaluate_models
 from distill.models import build_model
 from distill.recipe import ModelConfig, TrainingConfig
-from distill.training import causal_lm_loss, train
+from distill.training import train
 from distill.words_seen import split_words, train_words_of
 
 SEQ, BLOCKS, BATCH, WORDS = 32, 48, 8, 1000  # 6 steps an epoch; WORDS: the train words of one epoch, as passed to train()
 THRESHOLDS = [250, 500, 1000, 1400, 5000]  # 500 exactly at step 3, 1000 at the epoch's end, 5000 past the run's 2000
-
-
-class Crash(Exception):
-    """Stands for a run killed mid-training."""
-
-
-def crash_at(step: int):
-    def compute_loss(model, batch, window):
-        if window.step == step:
-            raise Crash
-        return causal_lm_loss(model, batch, window)
-
-    return compute_loss
 
 
 @pytest.fixture(scope="module")

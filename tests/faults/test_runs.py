@@ -21,14 +21,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, free_port, subprocess_env
+from conftest import REPO, Crash, crash_at, free_port, subprocess_env
 from distill.__main__ import RUNS, main as pipeline_main
 from distill.artifacts import ModelInfo
 from distill.errors import DistillError
 from distill.models import build_model
 from distill.recipe import ModelConfig, TrainingConfig, load_recipe
 from distill.teacher import main as teacher_main
-from distill.training import causal_lm_loss, train
+from distill.training import train
 
 LOCK = ".run.lock"
 
@@ -108,19 +108,6 @@ def test_a_two_process_launch_stops_at_once_in_a_locked_folder(tiny_recipe):
 
 
 VOCAB, SEQ = 64, 16
-
-
-class Crash(Exception):
-    """Stands for a run killed mid-training (after some checkpoints)."""
-
-
-def crash_at(step: int):
-    def compute_loss(model, batch, window):
-        if window.step == step:
-            raise Crash
-        return causal_lm_loss(model, batch, window)
-
-    return compute_loss
 
 
 def train_tiny(out: Path, *, resume: bool = False, compute_loss=None, hidden_size: int = 32) -> torch.nn.Module:
