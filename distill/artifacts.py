@@ -305,14 +305,25 @@ def _with_defaults(section: dict, defaults: dict[str, Any]) -> dict:
     return section
 
 
+# Student keys that only shape the KD term, so they do not matter to a model trained with alpha = 1
+KD_ONLY_KEYS = ("temperature", "divergence", "ensemble", "teacher_weights", "kl_reduction", "logit_cache", "chunk_size")
+# Keys whose default changed after they were added: a section saved without the key was trained with the old value.
+_OLD_DEFAULTS = {"logit_cache.method": "topk_tail"}  # every cache was top-k + tail before ``method`` existed
+
+
 def trained_by(section: dict) -> dict:
     """What decides a model's weights in its recipe section: every key (missing ones at their
-    defaults) but :data:`BOOKKEEPING_KEYS`, and only ``enabled`` of a disabled logit cache."""
-    section = _with_defaults(section, _section_defaults(StudentConfig if "alpha" in section else ModelConfig))
+    defaults) but :data:`BOOKKEEPING_KEYS`, only ``enabled`` of a disabled logit cache, and none of
+    :data:`KD_ONLY_KEYS` for a model trained without teachers (``alpha`` 1, the baseline)."""
+    defaults = _section_defaults(StudentConfig if "alpha" in section else ModelConfig) | _OLD_DEFAULTS
+    section = _with_defaults(section, defaults)
     if "training" in section:
         section["training"] = {k: v for k, v in (section.get("training") or {}).items() if k not in BOOKKEEPING_KEYS}
     if isinstance(section.get("logit_cache"), dict) and not section["logit_cache"].get("enabled"):
         section["logit_cache"] = {"enabled": False}
+    if section.get("alpha") == 1:  # no KD term: a baseline is the same model whatever the KD settings
+        for key in KD_ONLY_KEYS:
+            section.pop(key, None)
     return section
 
 

@@ -246,9 +246,9 @@ class ModelConfig(_Section):
 @dataclass(kw_only=True)
 class LogitCacheConfig(_Section):
     enabled: bool = False  # run the teacher ensemble once and train every epoch from stored sparse targets
-    method: CacheMethod = "topk_tail"  # topk_tail (top_k log-probs + tail mass) | sampled (samples draws per position; unbiased, forward_kl only)
+    method: CacheMethod = "sampled"  # sampled (samples draws per position; unbiased, forward_kl only) | topk_tail (top_k log-probs + tail mass; biased)
     top_k: int = 64  # method topk_tail: tokens stored per position (plus the tail mass); 4k+4 bytes per token
-    samples: int = 12  # method sampled: draws per position from the teachers' distribution, 1..255; 3 bytes each
+    samples: int = 64  # method sampled: draws per position from the teachers' distribution, 1..255; 3 bytes each (bench/RESULTS.md: 64 is within 1% of live teachers)
     dir: Optional[Path] = None  # where the cache lives; null = {output_dir}/teacher_logits
 
     def problems(self, key, recipe=None):

@@ -90,3 +90,24 @@ def test_a_recipe_key_newer_than_the_model_counts_as_its_default(tiny_recipe, tm
     assert changed.startswith("recipe key changed: training.max_grad_norm")
     cached = model_stale(folder, expected_info(load_recipe(tiny_recipe, ["student.logit_cache.enabled=true"]), "student"))
     assert cached.startswith("recipe key") and "logit_cache" in cached
+    # a cache saved before logit_cache.method existed was top-k + tail: the sampled default retrains it
+    enabled = load_recipe(tiny_recipe, ["student.logit_cache.enabled=true"])
+    old = enabled.student.to_dict()
+    del old["logit_cache"]["method"]
+    (folder / "distill.json").write_text(json.dumps(dict(saved, recipe=old)), encoding="utf-8")
+    assert "logit_cache.method 'topk_tail' -> 'sampled'" in model_stale(folder, expected_info(enabled, "student"))
+    assert model_stale(folder, expected_info(load_recipe(tiny_recipe, ["student.logit_cache.enabled=true",
+                                                                       "student.logit_cache.method=topk_tail"]), "student")) is None
+
+
+def test_the_baseline_does_not_depend_on_kd_settings(tiny_recipe):
+    """alpha = 1 has no KD term: changing the temperature or the teachers' weights retrains the
+    student, not the baseline."""
+    from distill.artifacts import trained_by
+
+    recipe = load_recipe(tiny_recipe)
+    other = load_recipe(tiny_recipe, ["student.temperature=1", "student.teacher_weights=[1,0]", "student.divergence=jsd"])
+    assert trained_by(recipe.student.as_baseline().to_dict()) == trained_by(other.student.as_baseline().to_dict())
+    assert trained_by(recipe.student.to_dict()) != trained_by(other.student.to_dict())
+    wider = load_recipe(tiny_recipe, ["student.training.lr=0.01"])
+    assert trained_by(recipe.student.as_baseline().to_dict()) != trained_by(wider.student.as_baseline().to_dict())

@@ -232,7 +232,7 @@ def test_a_student_trains_on_a_sampled_cache(tiny_tokenizer, tmp_path, capsys):
 def test_the_recipe_refuses_sampled_with_other_divergences_and_samples_out_of_range(tmp_path):
     path = write_recipe(tmp_path / "r.yaml", tiny_recipe_dict(tmp_path / "out"))
     sampled = ["student.logit_cache.enabled=true", "student.logit_cache.method=sampled"]
-    assert load_recipe(path, sampled).student.logit_cache.samples == 12
+    assert load_recipe(path, sampled).student.logit_cache.samples == 64
     with pytest.raises(DistillError) as err:
         load_recipe(path, [*sampled, "student.divergence=reverse_kl"])
     message = str(err.value)

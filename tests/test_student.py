@@ -141,7 +141,7 @@ def test_logit_cache_trains_close_to_live_and_refuses_other_settings(recipe, cap
     paths = load_recipe(recipe).paths
     live_ppl = json.loads((paths.student / "distill.json").read_text())["metrics"]["val_ppl"]
 
-    cached = ["student.logit_cache.enabled=true", "student.logit_cache.top_k=64"]
+    cached = ["student.logit_cache.enabled=true", "student.logit_cache.method=topk_tail", "student.logit_cache.top_k=64"]
     assert main([str(recipe), *cached, "--only", "student", "--force"]) == 0
     info = json.loads((paths.student / "distill.json").read_text())
     assert info["loss"]["logit_cache"] is True
