@@ -271,7 +271,8 @@ class Student:
         if self.config.logit_cache.enabled:
             target = cached_target(self.logit_cache(train_blocks, accelerator))
             return KDStep(loss, self.vocab_size, target), IndexedBlocks(train_blocks)
-        target = live_target(self.teachers.place(accelerator), accelerator.autocast)
+        models, loss = _weighted_only(self.teachers.place(accelerator), loss)
+        target = live_target(models, accelerator.autocast)
         return KDStep(loss, self.vocab_size, target), train_blocks
 
     def logit_cache(self, train_blocks, accelerator) -> TeacherLogitCache:
@@ -328,6 +329,16 @@ class Student:
         kwargs.setdefault("context_length", self.seq_len)
         texts = generate_text(self.model, self.tokenizer, prompt, num_samples=num_samples, **kwargs)
         return texts[0] if num_samples == 1 else texts
+
+
+def _weighted_only(models: list, loss: LossConfig) -> tuple[list, LossConfig]:
+    """The teachers with a positive weight, and the loss with their weights: a teacher weighted 0
+    adds nothing to the ensemble target, so it does not run at every step."""
+    weights = loss.teacher_weights
+    if weights is None or all(w > 0 for w in weights):
+        return models, loss
+    keep = [i for i, w in enumerate(weights) if w > 0]
+    return [models[i] for i in keep], dataclasses.replace(loss, teacher_weights=tuple(weights[i] for i in keep))
 
 
 def _runs(recipe: Recipe, only: str | None) -> list[str]:

@@ -111,6 +111,22 @@ def test_kd_loss_of_the_loop_equals_the_full_tensor_reference(trained):
     torch.testing.assert_close(grad, model.lm_head.weight.grad, rtol=1e-4, atol=1e-7)
 
 
+def test_a_teacher_weighted_zero_does_not_run_and_changes_nothing(trained):
+    from distill.student import _weighted_only
+
+    student = Student.from_loaded_recipe(load_recipe(trained, ["student.teacher_weights=[1,0]", "student.alpha=0"]))
+    model = student.build_model()
+    teachers = student.teachers.load()
+    models, loss = _weighted_only(teachers, student.config.loss)
+    assert len(models) == 1 and models[0] is teachers[0] and loss.teacher_weights == (1.0,)
+    ids = torch.randint(3, 400, (2, 32))
+    batch = {"input_ids": ids, "labels": ids.clone()}
+    window = LossWindow(num_tokens=torch.tensor(int(ids[:, 1:].numel())), num_sequences=2, num_micro_batches=1, step=1)
+    both = KDStep(student.config.loss, student.vocab_size, live_target(teachers))(model, batch, window)[0]
+    one = KDStep(loss, student.vocab_size, live_target(models))(model, batch, window)[0]
+    assert one.item() == pytest.approx(both.item(), rel=1e-6)
+
+
 def test_legacy_batchmean_is_the_same_over_an_accumulation_window(trained):
     """BabyLlama's KL / batch size: one batch of 4 == two accumulated micro-batches of 2."""
     student = Student.from_loaded_recipe(load_recipe(trained, ["student.kl_reduction=legacy_batchmean", "student.alpha=0.5"]))
