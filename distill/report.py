@@ -91,7 +91,7 @@ def curves(metrics: dict[str, list[dict]]) -> dict[str, dict[str, tuple[list[flo
 
 def _render_png(title: str, xlabel: str, series: dict[str, tuple[list[float], list[float]]], log_y: bool,
                 log_x: bool = False) -> bytes:
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
     fig, ax = new_figure()
     for model, (xs, ys) in series.items():
@@ -110,10 +110,10 @@ def _render_png(title: str, xlabel: str, series: dict[str, tuple[list[float], li
     xs = [x for xs, _ in series.values() for x in xs]
     if log_x and xs and min(xs) > 0:  # counts such as words seen: 50k, 1M
         ax.set_xscale("log")
-        counts = FuncFormatter(lambda x, _: human_count(x))
-        ax.xaxis.set_major_formatter(counts)
-        if max(xs) / min(xs) < 20:
-            ax.xaxis.set_minor_formatter(counts)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: human_count(x)))
+        ax.xaxis.set_minor_formatter(NullFormatter())  # log minor labels (60k 70k 80k ...) run into each other
+        if len(set(xs)) <= 12:  # label the counts that have points
+            ax.set_xticks(sorted(set(xs)))
     return finish_png(fig, ax)
 
 
