@@ -156,7 +156,7 @@ class TeacherEnsemble:
         gc.collect()
 
     def logit_cache(self, blocks, loss: LossConfig, *, path: Path, top_k: int, seq_len: int, batch_size: int,
-                    accelerator, role: str = "student", method: str = TOPK_TAIL, samples: int = 12,
+                    accelerator, role: str = "student", method: str = TOPK_TAIL, samples: int = 64,
                     seed: int = 0) -> TeacherLogitCache:
         """The teacher-logit cache of ``blocks`` at ``path``: opened when it exists (refused when made
         for other teachers, tokenizer, loss settings, method, ``top_k`` (topk_tail) or ``samples`` and

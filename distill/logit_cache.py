@@ -297,7 +297,7 @@ class TeacherLogitCache:
         teacher_hashes: Sequence[str],
         tokenizer_hash: str,
         method: str = TOPK_TAIL,
-        samples: int = 12,
+        samples: int = 64,
         seed: int = 0,
         ensemble: str = "logits",
         weights: Optional[Sequence[float]] = None,
@@ -336,23 +336,15 @@ class TeacherLogitCache:
         num_blocks = len(blocks)
         if num_blocks == 0:
             raise DistillError("no training blocks to cache; check the train split and data.seq_len")
-        seq_len = int(read_blocks(blocks, 0, 1).shape[1])
         out_dir = Path(out_dir)
         settings = {
-            "format_version": FORMAT_VERSION,
-            "teacher_hashes": list(teacher_hashes),
-            "tokenizer_hash": tokenizer_hash,
-            "temperature": float(temperature),
-            **method_settings,
-            "ensemble": ensemble,
-            "weights": _canonical_weights(weights, len(teachers)),
-            "vocab_size": int(vocab_size),
-            "seq_len": seq_len,
-            "num_blocks": num_blocks,
+            "format_version": FORMAT_VERSION, "teacher_hashes": list(teacher_hashes), "tokenizer_hash": tokenizer_hash,
+            "temperature": float(temperature), **method_settings, "ensemble": ensemble,
+            "weights": _canonical_weights(weights, len(teachers)), "vocab_size": int(vocab_size),
+            "seq_len": int(read_blocks(blocks, 0, 1).shape[1]), "num_blocks": num_blocks,
             "dataset_sha256": dataset_sha256 or blocks_sha256(blocks),
-            "index_dtype": "uint16" if vocab_size <= 65536 else "int32",
-            "shard_blocks": int(shard_blocks),
-        }
+            "index_dtype": "uint16" if vocab_size <= 65536 else "int32", "shard_blocks": int(shard_blocks),
+        }  # fmt: skip
         check_folder(out_dir, CACHE_FILES, fix="give student.logit_cache.dir a folder of its own")  # before the teachers run
         started = time.monotonic()
         is_main = accelerator is None or accelerator.is_main_process
