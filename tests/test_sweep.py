@@ -99,3 +99,17 @@ def test_micro_sweep_reports_resumes_and_reuses(tmp_path, monkeypatch):
     assert main(args) == 0
     assert {p: p.stat().st_mtime_ns for p in (root / "sweep").rglob("eval.json")} == stamp
     assert not list((root / "sweep").rglob("checkpoints"))
+
+
+def test_an_unfinished_variant_is_resumed_from_its_checkpoint(tmp_path, monkeypatch):
+    """The sweep's rerun after a stop: a variant folder with a checkpoint and no distill.json goes
+    back to the student stage with resume=True (so training continues at the checkpoint's step)."""
+    import distill.sweep as sweep_mod
+
+    recipe = write_recipe(tmp_path / "micro.yaml", micro_recipe(tmp_path))
+    job = next(job for job in plan(recipe, ["student.alpha=0.2,0.8"], [0]).jobs if job.role == "student")
+    (job.folder / "checkpoints" / "step-3").mkdir(parents=True)
+    calls = []
+    monkeypatch.setattr(sweep_mod.student_stage, "run", lambda recipe, **kw: calls.append((recipe.paths.student, kw)))
+    sweep_mod._train(job)
+    assert calls == [(job.folder, {"only": "student", "resume": True})]
