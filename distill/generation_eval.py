@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distill.artifacts import model_dirs
 from distill.corpus.records import iter_records
 from distill.errors import DistillError
 from distill.generate import ContextLengthWarning, check_generation_args, encode_prompt, generate
@@ -123,6 +124,17 @@ def refuse_with_recipe(args: argparse.Namespace) -> None:
     if args.judge or args.prompts_file or args.no_generation:
         raise DistillError("--judge, --prompts-file and --no-generation are for model folders; with a recipe use "
                            "evaluate.generation.judge=DIR, generate.prompts=[...] or evaluate.generation.enabled=false")
+
+
+def check_recipe_judge(recipe: Recipe) -> None:
+    """``evaluate.generation.judge`` checked before any training: a folder the recipe does not make
+    itself must already be a model folder (DistillError naming it otherwise)."""
+    judge = recipe.evaluate.generation.judge
+    if judge is not None and Path(judge).resolve() not in {folder.resolve() for folder in model_dirs(recipe)}:
+        try:
+            check_model_dir(judge)
+        except DistillError as err:
+            raise DistillError(f"evaluate.generation.judge: {err}") from None
 
 
 def check_plan(plan: GenerationPlan | None) -> None:

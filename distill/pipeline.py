@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from distill import evaluate, samples, student, teacher, tokenizer
+from distill import evaluate, generation_eval, samples, student, teacher, tokenizer
 from distill.artifacts import NOT_MADE, why_stale
 from distill.checkpoints import latest_checkpoint
 from distill.corpus import build
@@ -89,6 +89,7 @@ def check_one_precision(recipe: Recipe) -> None:
 def run_pipeline(recipe: Recipe, *, force: bool = False, start: str | None = None) -> int:
     """Run every stage that is not complete; return 0, or the exit code of the first failing stage."""
     check_one_precision(recipe)
+    generation_eval.check_recipe_judge(recipe)
     with folder_lock(recipe.paths.root):
         return _run_stages(recipe, force=force, start=start)
 

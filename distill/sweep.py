@@ -194,6 +194,7 @@ def plan(recipe_path: str | Path, overrides: Sequence[str], seeds: Sequence[int]
         raise DistillError(f"--seeds {' '.join(map(str, seeds))}: give distinct seeds of 0 or more, e.g. --seeds 0 1 2")
     base = load_recipe(recipe_path, fixed)
     check_one_precision(base)
+    generation_eval.check_recipe_judge(base)
     grid = [Variant(dict(zip(axes, values))) for values in product(*axes.values())]
     sweep = Sweep(base, axes, list(seeds), grid if variants is None else [Variant(dict(v)) for v in variants])
     seen: set[Path] = set()

@@ -113,3 +113,12 @@ def test_an_unfinished_variant_is_resumed_from_its_checkpoint(tmp_path, monkeypa
     monkeypatch.setattr(sweep_mod.student_stage, "run", lambda recipe, **kw: calls.append((recipe.paths.student, kw)))
     sweep_mod._train(job)
     assert calls == [(job.folder, {"only": "student", "resume": True})]
+
+
+def test_a_missing_judge_is_refused_before_any_training(tmp_path):
+    recipe = write_recipe(tmp_path / "micro.yaml", micro_recipe(tmp_path))
+    for command in (["sweep", str(recipe), "student.alpha=0.2,0.8"], ["run", str(recipe)]):
+        assert main([*command, f"evaluate.generation.judge={tmp_path / 'nowhere'}"]) == 2
+        assert not (tmp_path / "run").exists()
+    with pytest.raises(DistillError, match="evaluate.generation.judge: .*nowhere"):
+        plan(recipe, ["student.alpha=0.2,0.8", f"evaluate.generation.judge={tmp_path / 'nowhere'}"], [0])
