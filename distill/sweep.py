@@ -53,11 +53,8 @@ from distill.recipe import Recipe, load_recipe
 from distill.sweep_report import write_sweep_report
 
 SHARED_STAGES = ("corpus", "tokenizer", "teachers")
-# student keys a sweep sets itself: the seed comes from --seeds, the folders from the variant
+# keys that are not axes: the seed comes from --seeds, the folders from the variant
 _RESERVED = ("student.training.seed", "student.baseline", "student.logit_cache.dir", "student.name", "output_dir")
-# student keys that change only the KD term: variants differing only in these share one baseline
-_KD_ONLY = ("alpha", "temperature", "divergence", "ensemble", "teacher_weights", "kl_reduction", "logit_cache", "chunk_size",
-            "baseline", "name")
 _CACHE_KEYS = ("temperature", "ensemble", "teacher_weights", "facts_in_train")
 RESULT_FILE = "eval.json"
 
@@ -66,8 +63,10 @@ def split_values(text: str) -> list[str]:
     """``"0.1,0.5"`` -> ``["0.1", "0.5"]``; commas inside brackets stay: ``"null,[1,0]"`` -> ``["null", "[1,0]"]``."""
     values, depth, current = [], 0, ""
     for char in text:
-        depth += char in "[{(" and 1 or 0
-        depth -= char in "]})" and 1 or 0
+        if char in "[{(":
+            depth += 1
+        elif char in "]})":
+            depth -= 1
         if char == "," and depth == 0:
             values.append(current.strip())
             current = ""
@@ -98,8 +97,8 @@ def parse_grid(overrides: Sequence[str]) -> tuple[list[str], dict[str, list[str]
             raise DistillError(f"{item}: {key} needs distinct, non-empty values separated by commas")
         axes[key] = values
     for item in fixed:
-        if item.split("=", 1)[0] in _RESERVED[:4]:
-            raise DistillError(f"{item}: the sweep sets {item.split('=', 1)[0]} itself (seeds come from --seeds)")
+        if item.split("=", 1)[0] == "student.training.seed":
+            raise DistillError(f"{item}: the sweep sets student.training.seed itself; give seeds with --seeds")
     return fixed, axes
 
 
@@ -171,8 +170,7 @@ def _variant_recipe(recipe_path: str | Path, fixed: list[str], variant: Variant,
 
 def _baseline_recipe(variant_recipe: Recipe, recipe_path, fixed: list[str], variant: Variant, seed: int, root: Path) -> Recipe:
     """The baseline of a variant's recipe for one seed, in a folder shared by every variant with the same one."""
-    section = variant_recipe.student.to_dict()
-    key = {k: v for k, v in _trained_by(section).items() if k not in _KD_ONLY}
+    key = _trained_by(variant_recipe.student.as_baseline().to_dict())  # alpha 1: no KD-only keys (trained_by)
     folder = root / "runs" / f"baseline-{json_sha256(key)[:8]}" / f"seed-{seed}"
     recipe = load_recipe(recipe_path, [*fixed, *variant.overrides, f"student.training.seed={seed}", f"output_dir={folder}"])
     return dataclasses.replace(recipe, inputs_dir=variant_recipe.inputs_dir)
@@ -254,12 +252,23 @@ def _train(job: Job) -> None:
     student_stage.run(job.recipe, only=job.role, resume=resume)
 
 
+def _note_variant(job: Job) -> None:
+    """``variant.json`` beside a variant's seed folders: which settings made them (written when it changes)."""
+    path = job.folder.parent.parent / "variant.json"
+    note = {"settings": job.variant.settings, "student": job.recipe.student.to_dict()}
+    try:
+        if json.loads(path.read_text(encoding="utf-8")) == note:
+            return
+    except (OSError, ValueError):
+        pass
+    atomic_write_json(path, note)
+
+
 def run_job(job: Job, judge: Path | None = None) -> dict:
     """Train (when needed) and evaluate one job (``judge`` scores its text); its result row for the report."""
     _train(job)
     if job.variant is not None:
-        atomic_write_json(job.folder.parent.parent / "variant.json", {"settings": job.variant.settings,
-                                                                      "student": job.recipe.student.to_dict()})
+        _note_variant(job)
     entry = evaluated({job.role: job.folder}, job.recipe, job.folder.parent / f"{job.role}-report", judge)[job.role]
     info = read_info(job.folder)
     return {"role": job.role, "seed": job.seed, "variant": job.variant.settings if job.variant else None,
