@@ -36,11 +36,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from distill import sweep
 from distill.cli import ArgumentParser
 from distill.errors import DistillError, cli_entry
 from distill.pipeline import RUNS, STAGES, run_pipeline  # noqa: F401 (RUNS: the stage functions, as before)
 from distill.recipe import load_recipe
-from distill import sweep
 
 STAGE_COMMANDS = """stage commands (each also runs on its own; see its --help):
   python -m distill.corpus {scrape,convert,combine,clean,split,all}   build the corpus splits
