@@ -37,10 +37,11 @@ import argparse
 import sys
 
 from distill import sweep
-from distill.cli import ArgumentParser
+from distill.cli import ArgumentParser, add_peak_option
 from distill.errors import DistillError, cli_entry
 from distill.pipeline import RUNS, STAGES, run_pipeline  # noqa: F401 (RUNS: the stage functions, as before)
 from distill.recipe import load_recipe
+from distill.speed import set_peak_from_cli
 
 STAGE_COMMANDS = """stage commands (each also runs on its own; see its --help):
   python -m distill.corpus {scrape,convert,combine,clean,split,all}   build the corpus splits
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="redo every stage, even those whose outputs are complete")
     run.add_argument("--from", dest="start", choices=STAGES, metavar="STAGE",
                      help=f"redo STAGE and every later one ({', '.join(STAGES)}); earlier ones run only when not up to date")
+    add_peak_option(run)
     sweep.add_parser(sub)
     return parser
 
@@ -79,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    set_peak_from_cli(getattr(args, "peak_tflops", None))
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2

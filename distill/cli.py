@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
+from distill import speed
 from distill.errors import DistillError
 from distill.recipe import Recipe, load_recipe
 
@@ -34,9 +35,18 @@ def recipe_parser(prog: str, description: str, *, force: str | None = None, resu
     return parser
 
 
+def add_peak_option(parser: argparse.ArgumentParser) -> None:
+    """``--peak-tflops``, for the MFU of commands that train (:mod:`distill.speed`); :func:`parse` applies it."""
+    parser.add_argument("--peak-tflops", type=float, metavar="TFLOPS",
+                        help="one device's peak TFLOP/s at the run's precision, for MFU in metrics.jsonl and the report "
+                             "(default: a table of known GPUs; none on CPU); also DISTILL_PEAK_TFLOPS")
+
+
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    """Parse with options and ``key=value`` overrides in any order."""
-    return parser.parse_intermixed_args(argv)
+    """Parse with options and ``key=value`` overrides in any order; apply ``--peak-tflops`` when given."""
+    args = parser.parse_intermixed_args(argv)
+    speed.set_peak_from_cli(getattr(args, "peak_tflops", None))
+    return args
 
 
 def load(args: argparse.Namespace) -> Recipe:

@@ -9,7 +9,7 @@ The target comes per batch from the teachers (:mod:`distill.ensemble`: live or c
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Optional
 
 from distill.losses import LossConfig, chunked_kd_loss
 from distill.teacher_target import TeacherTarget
@@ -39,12 +39,16 @@ class KDStep:
         vocab_size: the tokenizer's vocabulary; logits and lm_head rows beyond it are padding.
         target: ``batch -> TeacherTarget`` (:func:`distill.ensemble.live_target` or
             :func:`distill.ensemble.cached_target`).
+        extra_flops: ``seq_len -> FLOPs`` per position that ``target`` spends (the live teachers'
+            forwards, :func:`distill.speed.forward_flops_per_token`; None from a cache), for MFU.
     """
 
-    def __init__(self, loss: LossConfig, vocab_size: int, target: Callable[[dict], TeacherTarget]):
+    def __init__(self, loss: LossConfig, vocab_size: int, target: Callable[[dict], TeacherTarget],
+                 extra_flops: Optional[Callable[[int], float]] = None):
         self.loss = loss
         self.vocab_size = vocab_size
         self.target = target
+        self.extra_flops = extra_flops
         self._hidden = None
         self._hooked = None
 

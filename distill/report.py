@@ -187,6 +187,12 @@ def _table(header: list[str], align: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _speed_cell(key: str, value: Any) -> str:
+    if not value:
+        return "–"
+    return f"{100 * value:.1f}%" if key == "mfu" else f"{value:,.0f}"
+
+
 def summary_table(report: dict) -> str:
     """The side-by-side table: one row per model."""
     splits = list(report.get("splits") or {})
@@ -194,7 +200,11 @@ def summary_table(report: dict) -> str:
     has_blimp = any(m.get("blimp") for m in models.values())
     has_facts = any(m.get("facts") for m in models.values())
     has_text = any(m.get("generation") for m in models.values())
-    header = ["model", "role", "arch", "params", "train steps"] + [f"{s} ppl" for s in splits]
+    trainings = [m.get("training") or {} for m in models.values()]
+    speed_columns = {"tokens_per_s": "train tokens/s", "mfu": "MFU"}  # from each model's training metrics
+    speeds = [key for key in speed_columns if any(t.get(key) for t in trainings)]
+    header = ["model", "role", "arch", "params", "train steps"] + [speed_columns[key] for key in speeds]
+    header += [f"{s} ppl" for s in splits]
     if has_blimp:
         header.append("BLiMP acc")
     if has_facts:
@@ -205,6 +215,7 @@ def summary_table(report: dict) -> str:
     for name, m in models.items():
         row = [name, m.get("role") or "", m.get("arch") or "", human_count(m.get("num_parameters")),
                _fmt((m.get("training") or {}).get("steps"), ".0f")]
+        row += [_speed_cell(key, (m.get("training") or {}).get(key)) for key in speeds]
         row += [_fmt((m.get("perplexity") or {}).get(s, {}).get("ppl")) for s in splits]
         if has_blimp:
             blimp = m.get("blimp")

@@ -40,7 +40,7 @@ from typing import Any, Sequence
 from accelerate.utils import set_seed
 
 from distill.artifacts import ModelInfo, is_finished, manifest_sha256, must_make, read_info, refuse_unfinished
-from distill.cli import load, parse, recipe_parser
+from distill.cli import add_peak_option, load, parse, recipe_parser
 from distill.corpus.facts import train_split_without_facts
 from distill.data import IndexedBlocks, as_blocks
 from distill.distributed import distributed_state, make_accelerator
@@ -55,6 +55,7 @@ from distill.model_card import save_model_folder
 from distill.model_folder import load_model
 from distill.models import build_model as init_model
 from distill.recipe import Recipe, StudentConfig, default_output_dir, load_recipe, section_from_dict
+from distill.speed import forward_flops_per_token
 from distill.tokenizer import load_tokenizer, require_current
 from distill.training import count_target_tokens, train as run_training
 from distill.words_seen import train_words_of
@@ -242,7 +243,7 @@ class Student:
             self.model, train_dataset=train_blocks, eval_dataset=eval_blocks, training_cfg=self.config.training,
             out_dir=self.output_dir, compute_loss=compute_loss, count_tokens=count_target_tokens, tokenizer=self.tokenizer,
             info=info, resume=resume, accelerator=accelerator, generate=self.recipe.generate if self.recipe else None,
-            train_words=train_words_of(train),
+            train_words=train_words_of(train), extra_flops=getattr(compute_loss, "extra_flops", None),
         )  # fmt: skip
         self.model = accelerator.unwrap_model(self.model)
         self.info = (read_info(self.output_dir) if accelerator.is_main_process else None) or ModelInfo()
@@ -273,7 +274,11 @@ class Student:
             return KDStep(loss, self.vocab_size, target), IndexedBlocks(train_blocks)
         models, loss = _weighted_only(self.teachers.place(accelerator), loss)
         target = live_target(models, accelerator.autocast)
-        return KDStep(loss, self.vocab_size, target), train_blocks
+
+        def teacher_flops(seq_len: int) -> float:  # the teachers' forwards, for MFU
+            return sum(forward_flops_per_token(m, seq_len) for m in models)
+
+        return KDStep(loss, self.vocab_size, target, extra_flops=teacher_flops), train_blocks
 
     def logit_cache(self, train_blocks, accelerator) -> TeacherLogitCache:
         """The teacher-logit cache of these training blocks in ``logit_cache_dir``, built when missing."""
@@ -408,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
                            resume="continue unfinished runs from their newest checkpoint")
     parser.add_argument("--only", choices=["student", "baseline"], help="train only the student or only the baseline")
     parser.add_argument("--baseline", action="store_true", help="train only the no-distillation baseline (alpha=1); same as --only baseline")
+    add_peak_option(parser)
     args = parse(parser, argv)
     if args.baseline:
         if args.only == "student":

@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from distill import generation_eval, student as student_stage
 from distill.artifacts import file_sha256, is_finished, json_sha256, read_info, trained_by, why_stale
 from distill.atomic import atomic_write_json
+from distill.cli import add_peak_option
 from distill.checkpoints import latest_checkpoint
 from distill.errors import DistillError, TrainingInterrupted
 from distill.evaluate import evaluate_models
@@ -361,6 +362,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         help="swept student keys (comma lists) and fixed recipe overrides")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="SEED", help="student seeds (default: 0)")
     parser.add_argument("--out", metavar="DIR", help="where sweep.md, sweep.json and plots go (default {output_dir}/report)")
+    add_peak_option(parser)
     return parser
 
 

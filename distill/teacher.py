@@ -16,7 +16,7 @@ import gc
 from accelerate.utils import set_seed
 
 from distill.artifacts import ModelInfo, manifest_sha256, must_make, refuse_unfinished, tokenizer_sha256
-from distill.cli import load, parse, recipe_parser
+from distill.cli import add_peak_option, load, parse, recipe_parser
 from distill.data import block_ids, load_blocks, unigram_perplexity
 from distill.distributed import distributed_state
 from distill.errors import DistillError, cli_entry
@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                            force="retrain teachers even if their finished folder is current",
                            resume="continue unfinished runs from their newest checkpoint")
     parser.add_argument("--only", action="append", metavar="NAME", help="train only this teacher (repeatable)")
+    add_peak_option(parser)
     args = parse(parser, argv)
     run(load(args), only=args.only, force=args.force, resume=args.resume)
     return 0

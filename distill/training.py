@@ -56,8 +56,11 @@ the row's step as ``split/key``, the same value:
   ``train/kl`` (what ``compute_loss`` logs: the student both, the baseline ``ce``), each the
   token-weighted mean since the previous train row;
 * ``train/lr``, ``train/grad_norm`` (before clipping; absent without clipping), ``train/tokens_per_s``
-  (target tokens per second since the previous train row, all processes), ``train/tokens`` (target
-  tokens so far), ``train/epoch``, ``train/elapsed_s``;
+  (target tokens per second of the training steps since the previous train row, all processes: batch
+  fetching included, validation, checkpoints and logging not), ``train/tflops`` (model TFLOP/s per
+  device) and ``train/mfu`` (model FLOPs utilisation, a fraction of the device's peak; absent when the
+  peak is unknown, as on a CPU without ``--peak-tflops``: :mod:`distill.speed`), ``train/tokens``
+  (target tokens so far), ``train/epoch``, ``train/elapsed_s``;
 * ``val/loss`` (token-weighted CE), ``val/ppl``, ``val/tokens``, ``val/epoch``.
 
 A fresh start removes ``out_dir/runs`` with ``metrics.jsonl``; a resumed run logs on from its step.
@@ -76,7 +79,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 from accelerate import Accelerator
@@ -84,7 +87,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from distill import checkpoint_state
+from distill import checkpoint_state, speed
 from distill.artifacts import INFO_FILE, METRICS_FILE, ModelInfo
 from distill.checkpoints import CHECKPOINTS, StopSignal, latest_checkpoint, resume_checkpoint, save_checkpoint, truncate_metrics
 from distill.data import EpochShuffleSampler, collate_blocks
@@ -105,6 +108,7 @@ class LossWindow:
     num_sequences: int  # sequences in the whole window, all processes
     num_micro_batches: int  # micro-batches of this window on this process (grad_accum, fewer at an epoch's end)
     step: int  # the optimizer step this window makes (1-based)
+    num_positions: int = 0  # input positions (tokens the model runs on) in the whole window, all processes
 
 
 LossFn = Callable[[torch.nn.Module, dict, LossWindow], "tuple[torch.Tensor, dict[str, Any]]"]
@@ -139,7 +143,12 @@ class _Progress:
         self.last_val: dict = {}  # the newest validation row
         self.since_log: dict[str, float] = {}  # token-weighted sums since the last train row
         self.since_log_tokens = 0
-        self.since_log_elapsed = 0.0  # elapsed seconds at the last train row (for tokens/s)
+        self.since_log_elapsed = 0.0  # elapsed seconds at the last train row
+        self.since_log_positions = 0  # input positions since the last train row, all processes (for MFU)
+        self.since_log_step_time = 0.0  # seconds in training steps since the last train row (for tokens/s)
+        self.positions = 0  # input positions trained on, all processes
+        self.step_time = 0.0  # seconds spent in training steps (fetching the batches included; validation,
+        # checkpoints and logging not), earlier processes of a resumed run included
 
     def state_dict(self) -> dict:
         return dict(vars(self))
@@ -172,6 +181,8 @@ class _Run:
     last_train_loss: float = math.nan  # the newest train row's loss
     ends_trackers: bool = False  # this run started the accelerator's trackers, so it ends them
     words: Any = None  # the :class:`~distill.words_seen.WordSnapshots`: words seen, the save_at_words folders
+    flops_per_token: Optional[float] = None  # model FLOPs per input position of one step (:mod:`distill.speed`)
+    peak_tflops: Optional[float] = None  # one device's peak at this precision; None: unknown (no MFU)
 
     def elapsed(self) -> float:
         """Seconds of training so far, earlier processes of a resumed run included."""
@@ -234,6 +245,7 @@ def train(
     accelerator=None,
     generate: GenerateConfig | None = None,
     train_words: int | None = None,
+    extra_flops: Callable[[int], float] | None = None,
 ) -> dict:
     """Train ``model`` and write its finished folder to ``out_dir``; return the final metrics.
 
@@ -269,10 +281,13 @@ def train(
             folder's model card (default: "London was" with the recipe defaults).
         train_words: words of the train text, for words seen and ``training.save_at_words``
             (default: counted from the split file behind blocks of :func:`distill.data.build_blocks`).
+        extra_flops: ``seq_len -> FLOPs`` per input position that ``compute_loss`` spends outside
+            ``model`` (the student's live teachers' forwards), for MFU (:mod:`distill.speed`).
 
     Returns: ``{"val_loss", "val_ppl", "train_loss", "steps", "epochs", "train_tokens",
-    "wall_time_s", "num_processes", "effective_batch_size"}``, and ``"words_seen"`` when the train
-    words are known (:mod:`distill.words_seen`).
+    "wall_time_s", "num_processes", "effective_batch_size", "tokens_per_s", "model_flops_per_token"}``,
+    ``"mfu"`` when the device's peak is known and ``"words_seen"`` when the train words are known
+    (:mod:`distill.words_seen`).
 
     Raises: :class:`DistillError` when the loss becomes NaN/inf (the newest checkpoint is kept), and
     on resume when every checkpoint is damaged or one does not fit the model; :class:`TrainingInterrupted`
@@ -286,6 +301,7 @@ def train(
         accelerator=accelerator, name=name,
         tracker_config=_flat_config(info.recipe if info and info.recipe else {"training": training_cfg.to_dict()}),
     )
+    _plan_speed(run, train_dataset, extra_flops)
     run.words = words.start(run, tokenizer, info or ModelInfo(name=name))
     try:
         run.model.train()
@@ -331,6 +347,33 @@ def _setup(model, train_dataset, eval_dataset, cfg: TrainingConfig, out_dir: Pat
         _start_trackers(run, tracker_config)
     run.pbar = tqdm(total=total_steps, initial=progress.step, desc=name, disable=not accelerator.is_local_main_process, dynamic_ncols=True, mininterval=1.0)
     return run
+
+
+def _plan_speed(run: _Run, train_dataset, extra_flops: Callable[[int], float] | None) -> None:
+    """The model FLOPs of one trained position and the device's peak, for the MFU of the logs."""
+    try:
+        seq_len = len(train_dataset[0]["input_ids"]) if len(train_dataset) else 0
+        run.flops_per_token = speed.training_flops_per_token(run.model, seq_len) + (extra_flops(seq_len) if extra_flops else 0.0)
+    except (TypeError, AttributeError, KeyError, IndexError):  # not a transformers model or not blocks: no MFU
+        run.flops_per_token = None
+    try:
+        run.peak_tflops = speed.peak_tflops(run.accelerator.device, run.accelerator.mixed_precision)
+    except ValueError as err:
+        raise DistillError(str(err)) from None
+
+
+def _speed_fields(run: _Run, tokens: int, positions: int, seconds: float) -> dict:
+    """``tokens_per_s`` (target tokens, all processes), ``tflops`` (model TFLOP/s per device) and
+    ``mfu`` (a fraction of the peak; absent when the peak is unknown) over ``seconds`` of training steps."""
+    seconds = max(seconds, 1e-9)
+    out = {"tokens_per_s": round(tokens / seconds, 1)}
+    if run.flops_per_token:
+        world = run.accelerator.num_processes
+        out["tflops"] = round(positions / seconds * run.flops_per_token / world / 1e12, 4)
+        utilisation = speed.mfu(positions / seconds, run.flops_per_token, run.peak_tflops, world)
+        if utilisation is not None:
+            out["mfu"] = round(utilisation, 4)
+    return out
 
 
 def _start_trackers(run: _Run, config: dict) -> None:
@@ -390,11 +433,15 @@ def _train_epoch(run: _Run, stop: StopSignal) -> None:
     loader = run.accelerator.skip_first_batches(run.train_dl, progress.batches_in_epoch) if progress.batches_in_epoch else run.train_dl
     batches = iter(loader)
     while progress.step < run.total_steps:
+        started = time.perf_counter()
         window = list(itertools.islice(batches, cfg.grad_accum))
         if not window:  # the loader ran dry early (should not happen): close the epoch anyway
             _end_epoch(run)
             return
         grad_norm = _optimizer_step(run, window)
+        seconds = time.perf_counter() - started  # the step synchronises (the token count's .item())
+        progress.step_time += seconds
+        progress.since_log_step_time += seconds
         if progress.step % cfg.log_every == 0 or progress.step == run.total_steps:
             _log_train_row(run, grad_norm)
         run.words.after_step(run)  # before this step's checkpoint: a resume never skips a save_at_words folder
@@ -434,6 +481,8 @@ def _optimizer_step(run: _Run, window: list[dict]) -> torch.Tensor | None:
     for name, value in values.items():
         progress.since_log[name] = progress.since_log.get(name, 0.0) + value * tokens
     progress.since_log_tokens += tokens
+    progress.positions += info.num_positions
+    progress.since_log_positions += info.num_positions
     run.pbar.update(1)
     return grad_norm
 
@@ -443,8 +492,10 @@ def _loss_window(run: _Run, window: list[dict]) -> LossWindow:
     device = run.accelerator.device
     counts = torch.stack([run.count_tokens(b).to(device, torch.long) for b in window])
     sequences = torch.tensor(sum(len(b["input_ids"]) for b in window), device=device)
-    totals = run.accelerator.reduce(torch.stack([counts.sum(), sequences]), reduction="sum")
-    return LossWindow(num_tokens=totals[0], num_sequences=int(totals[1]), num_micro_batches=len(window), step=run.progress.step + 1)
+    positions = torch.tensor(sum(b["input_ids"].numel() for b in window), device=device)
+    totals = run.accelerator.reduce(torch.stack([counts.sum(), sequences, positions]), reduction="sum")
+    return LossWindow(num_tokens=totals[0], num_sequences=int(totals[1]), num_micro_batches=len(window), step=run.progress.step + 1,
+                      num_positions=int(totals[2]))
 
 
 def _backward(run: _Run, window: list[dict], info: LossWindow) -> dict[str, float]:
@@ -488,13 +539,17 @@ def _log_train_row(run: _Run, grad_norm: torch.Tensor | None) -> None:
     row["lr"] = run.scheduler.get_last_lr()[0]
     if grad_norm is not None:
         row["grad_norm"] = float(grad_norm)
-    row["tokens_per_s"] = round(progress.since_log_tokens / max(elapsed - progress.since_log_elapsed, 1e-6), 1)
+    row.update(_speed_fields(run, progress.since_log_tokens, progress.since_log_positions, progress.since_log_step_time))
     row["tokens"] = progress.train_tokens
     row["elapsed_s"] = round(elapsed, 2)
     _log(run, row)
-    run.pbar.set_postfix(loss=f"{row['loss']:.3f}")
+    postfix = {"loss": f"{row['loss']:.3f}", "tok/s": f"{row['tokens_per_s']:,.0f}"}
+    if "mfu" in row:
+        postfix["mfu"] = f"{100 * row['mfu']:.1f}%"
+    run.pbar.set_postfix(postfix)
     run.last_train_loss = row["loss"]
     progress.since_log, progress.since_log_tokens, progress.since_log_elapsed = {}, 0, elapsed
+    progress.since_log_positions, progress.since_log_step_time = 0, 0.0
 
 
 def _validate(run: _Run) -> dict:
@@ -567,6 +622,8 @@ def _finish(run: _Run, tokenizer, info: ModelInfo, generate: GenerateConfig | No
         "wall_time_s": round(run.elapsed(), 1),
         "num_processes": world,
         "effective_batch_size": run.cfg.batch_size * run.cfg.grad_accum * world,
+        **_speed_fields(run, progress.train_tokens, progress.positions, progress.step_time),
+        **({"model_flops_per_token": round(run.flops_per_token)} if run.flops_per_token else {}),
         **run.words.final_metrics(progress.train_tokens),
     }
     if torch.cuda.is_available():

@@ -155,12 +155,22 @@ def test_logit_cache_trains_close_to_live_and_refuses_other_settings(recipe, cap
     live = ["--only", "student"]
     assert main([str(recipe), *live]) == 0
     paths = load_recipe(recipe).paths
-    live_ppl = json.loads((paths.student / "distill.json").read_text())["metrics"]["val_ppl"]
+    live = json.loads((paths.student / "distill.json").read_text())["metrics"]
+    live_ppl = live["val_ppl"]
+    # MFU counts the live teachers' forwards on top of the student's training; from the cache, only the student.
+    from transformers import AutoModelForCausalLM
+    from distill import speed
+
+    seq = load_recipe(recipe).data.seq_len
+    student_flops = speed.training_flops_per_token(AutoModelForCausalLM.from_pretrained(paths.student), seq)
+    teacher_flops = sum(speed.forward_flops_per_token(AutoModelForCausalLM.from_pretrained(paths.teacher(n)), seq) for n in ("llama", "gpt2"))
+    assert live["model_flops_per_token"] == round(student_flops + teacher_flops)
 
     cached = ["student.logit_cache.enabled=true", "student.logit_cache.method=topk_tail", "student.logit_cache.top_k=64"]
     assert main([str(recipe), *cached, "--only", "student", "--force"]) == 0
     info = json.loads((paths.student / "distill.json").read_text())
     assert info["loss"]["logit_cache"] is True
+    assert info["metrics"]["model_flops_per_token"] == round(student_flops)
     manifest = json.loads((paths.teacher_logits / "manifest.json").read_text())
     assert manifest["top_k"] == 64 and manifest["num_blocks"] > 0 and manifest["temperature"] == 2.0
     # top-64 of 400 tokens keeps most of the mass: the cached run lands near the live one
