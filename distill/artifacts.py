@@ -270,8 +270,8 @@ def expected_info(recipe: Recipe, role: str, name: str | None = None) -> ModelIn
     return ModelInfo(name=name or role, role=role, recipe=section.to_dict(), tokenizer_sha256=tok_hash, teacher_hashes=hashes)
 
 
-# Training settings that change the logs and checkpoints of a run but not the model it makes.
-BOOKKEEPING_KEYS = ("log_with", "log_every", "save_every", "keep_checkpoints", "eval_every", "save_at_words")
+# Training settings that change the logs, checkpoints or speed of a run but not the model it makes.
+BOOKKEEPING_KEYS = ("log_with", "log_every", "save_every", "keep_checkpoints", "eval_every", "save_at_words", "compile", "num_workers")
 
 
 def _section_defaults(cls: type, prefix: str = "") -> dict[str, Any]:

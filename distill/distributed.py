@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, PartialState
-from accelerate.utils import parse_flag_from_env
+from accelerate.utils import DataLoaderConfiguration, parse_flag_from_env
 
 from distill.errors import DistillError
 from distill.recipe import TrainingConfig
@@ -81,10 +81,11 @@ def installed_trackers(log_with: str | list[str] | None) -> list[str]:
 
 def make_accelerator(cfg: TrainingConfig, out_dir: str | Path):
     """An ``Accelerator`` for ``cfg``: mixed precision from the recipe (null = accelerate config),
-    the installed trackers of ``cfg.log_with`` (:func:`installed_trackers`), their local files under
-    ``out_dir/runs``."""
+    non-blocking copies to the device, the installed trackers of ``cfg.log_with``
+    (:func:`installed_trackers`), their local files under ``out_dir/runs``."""
     distributed_state()
     return Accelerator(
         cpu=_use_cpu(), mixed_precision=cfg.mixed_precision, log_with=installed_trackers(cfg.log_with) or None,
         project_dir=str(Path(out_dir) / RUNS),
+        dataloader_config=DataLoaderConfiguration(non_blocking=True),  # copies from pinned memory (CUDA) overlap the step
     )

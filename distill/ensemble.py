@@ -212,6 +212,13 @@ def live_target(models: Sequence[torch.nn.Module], autocast=contextlib.nullconte
 
 
 def cached_target(cache: TeacherLogitCache) -> Callable[[dict], TeacherTarget]:
-    """``batch -> target``: the cached sparse target of the batch's blocks (``batch["block_index"]``,
-    from :class:`distill.data.IndexedBlocks`), on the batch's device."""
-    return lambda batch: cache[batch["block_index"]].to(batch["input_ids"].device)
+    """``batch -> target``: the cached sparse target of the batch's blocks, on the batch's device:
+    ``batch["teacher_target"]`` when the loader read it (:class:`distill.fast.CachedTargets`), else read
+    here by ``batch["block_index"]`` (from :class:`distill.data.IndexedBlocks`)."""
+
+    def target(batch: dict) -> TeacherTarget:
+        if "teacher_target" in batch:
+            return batch["teacher_target"].to(batch["input_ids"].device)
+        return cache[batch["block_index"]].to(batch["input_ids"].device)
+
+    return target

@@ -119,7 +119,8 @@ class TrainingConfig(_Section):
     log_every: int = 10  # write a train row to metrics.jsonl every this many optimizer steps
     eval_every: Optional[int] = None  # also validate every this many steps (always at the end of each epoch)
     max_grad_norm: Optional[float] = 1.0  # gradient clipping norm; null or 0 = no clipping
-    compile: bool = False  # torch.compile the model (worth it on GPU for long runs)
+    compile: Union[bool, str] = "auto"  # torch.compile each transformer layer: auto (on for CUDA, off on CPU) | true | false; falls back to eager, with a warning, where it does not work
+    num_workers: Optional[int] = None  # DataLoader worker processes that read the blocks (and the logit cache); null = auto (4 on CUDA, 0 on CPU)
     log_with: Optional[Union[str, list[str]]] = None  # experiment tracker(s) through Accelerate: tensorboard, wandb, mlflow, trackio, ... or a list of them; null = none
     save_at_words: list[int] = field(default_factory=list)  # also save the model at these counts of train words seen, e.g. [1M, 2M, 5M], into <model>/words/<count>/ (distill/words_seen.py); [] = none
 
@@ -134,6 +135,10 @@ class TrainingConfig(_Section):
             value = getattr(self, name)
             if is_valid(value) and value is not None and value < 1:
                 out.append(f"{key}.{name}: {value} must be 1 or more, or null")
+        if is_valid(self.compile) and self.compile not in (True, False, "auto"):
+            out.append(f"{key}.compile: {self.compile!r} is not one of auto | true | false")
+        if is_valid(self.num_workers) and self.num_workers is not None and self.num_workers < 0:
+            out.append(f"{key}.num_workers: {self.num_workers} must be 0 or more (0: read in the training process), or null for auto")
         for name in ("warmup_steps", "save_every"):
             value = getattr(self, name)
             if is_valid(value) and value < 0:

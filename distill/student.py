@@ -46,6 +46,7 @@ from distill.data import IndexedBlocks, as_blocks
 from distill.distributed import distributed_state, make_accelerator
 from distill.ensemble import TeacherEnsemble, cached_target, live_target
 from distill.errors import DistillError, cli_entry
+from distill.fast import CachedTargets, compile_layers
 from distill.folder_lock import locks_output_dir
 from distill.generate import generate as generate_text, trained_context
 from distill.kd import KDStep, ce_step
@@ -238,10 +239,10 @@ class Student:
         if self.model is None:
             self.build_model()
         info = self._model_info(loss)
-        compute_loss, train_blocks = self._compute_loss(loss, train_blocks, accelerator)
+        compute_loss, train_blocks, collate = self._compute_loss(loss, train_blocks, accelerator)
         self.metrics = run_training(
             self.model, train_dataset=train_blocks, eval_dataset=eval_blocks, training_cfg=self.config.training,
-            out_dir=self.output_dir, compute_loss=compute_loss, count_tokens=count_target_tokens, tokenizer=self.tokenizer,
+            out_dir=self.output_dir, compute_loss=compute_loss, count_tokens=count_target_tokens, collate_fn=collate, tokenizer=self.tokenizer,
             info=info, resume=resume, accelerator=accelerator, generate=self.recipe.generate if self.recipe else None,
             train_words=train_words_of(train), extra_flops=getattr(compute_loss, "extra_flops", None),
         )  # fmt: skip
@@ -266,19 +267,22 @@ class Student:
         )  # fmt: skip
 
     def _compute_loss(self, loss: LossConfig, train_blocks, accelerator):
-        """The step's loss and the blocks it trains on: CE alone, KD on the cached or the live teachers."""
+        """The step's loss, the blocks it trains on and their collate function: CE alone, KD on the
+        cached targets (read with the blocks, in the loader's workers) or on the live teachers."""
         if not loss.uses_teachers:
-            return ce_step, train_blocks
+            return ce_step, train_blocks, None
         if self.config.logit_cache.enabled:
-            target = cached_target(self.logit_cache(train_blocks, accelerator))
-            return KDStep(loss, self.vocab_size, target), IndexedBlocks(train_blocks)
+            cache = self.logit_cache(train_blocks, accelerator)
+            return KDStep(loss, self.vocab_size, cached_target(cache)), IndexedBlocks(train_blocks), CachedTargets(cache)
         models, loss = _weighted_only(self.teachers.place(accelerator), loss)
+        for model in models:  # the frozen teachers' layers too, when the student's are compiled
+            compile_layers(model, self.config.training.compile, accelerator.device, "teachers")
         target = live_target(models, accelerator.autocast)
 
         def teacher_flops(seq_len: int) -> float:  # the teachers' forwards, for MFU
             return sum(forward_flops_per_token(m, seq_len) for m in models)
 
-        return KDStep(loss, self.vocab_size, target, extra_flops=teacher_flops), train_blocks
+        return KDStep(loss, self.vocab_size, target, extra_flops=teacher_flops), train_blocks, None
 
     def logit_cache(self, train_blocks, accelerator) -> TeacherLogitCache:
         """The teacher-logit cache of these training blocks in ``logit_cache_dir``, built when missing."""

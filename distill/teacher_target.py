@@ -98,9 +98,15 @@ class SparseTarget:
             self.sampled,
         )
 
-    def to(self, device) -> "SparseTarget":
-        return SparseTarget(self.indices.to(device), self.logprobs.to(device), self.tail_logprob.to(device), self.temperature,
+    def to(self, device, non_blocking: bool = False) -> "SparseTarget":
+        move = dict(device=device, non_blocking=non_blocking)
+        return SparseTarget(self.indices.to(**move), self.logprobs.to(**move), self.tail_logprob.to(**move), self.temperature,
                             self.sampled)
+
+    def pin_memory(self) -> "SparseTarget":
+        """In page-locked host memory (what a DataLoader with ``pin_memory`` calls), for non-blocking copies."""
+        return SparseTarget(self.indices.pin_memory(), self.logprobs.pin_memory(), self.tail_logprob.pin_memory(),
+                            self.temperature, self.sampled)
 
     @classmethod
     def from_log_probs(cls, log_probs: Tensor, top_k: int, temperature: Optional[float] = None) -> "SparseTarget":

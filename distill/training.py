@@ -87,7 +87,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from distill import checkpoint_state, speed
+from distill import checkpoint_state, fast, speed
 from distill.artifacts import INFO_FILE, METRICS_FILE, ModelInfo
 from distill.checkpoints import CHECKPOINTS, StopSignal, latest_checkpoint, resume_checkpoint, save_checkpoint, truncate_metrics
 from distill.data import EpochShuffleSampler, collate_blocks
@@ -163,7 +163,7 @@ class _Run:
 
     cfg: TrainingConfig
     accelerator: Accelerator
-    model: torch.nn.Module  # prepared, and compiled when cfg.compile
+    model: torch.nn.Module  # prepared (its layers compiled when cfg.compile resolves to on: distill.fast)
     optimizer: torch.optim.Optimizer
     scheduler: Any  # not prepared: Accelerate would step it once per process per call
     sampler: EpochShuffleSampler
@@ -189,12 +189,12 @@ class _Run:
         return self.elapsed_before + time.time() - self.started
 
 
-def _optimizer(model: torch.nn.Module, cfg: TrainingConfig) -> torch.optim.AdamW:
-    # No weight decay on vectors: norms' gains and biases.
+def _optimizer(model: torch.nn.Module, cfg: TrainingConfig, fused: bool = False) -> torch.optim.AdamW:
+    # No weight decay on vectors: norms' gains and biases. ``fused``: one kernel for every tensor (CUDA).
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, **({"fused": True} if fused else {}))
 
 
 def _scheduler(optimizer, cfg: TrainingConfig, total_steps: int):
@@ -323,12 +323,11 @@ def _setup(model, train_dataset, eval_dataset, cfg: TrainingConfig, out_dir: Pat
     checkpoint = _prepare_folder(accelerator, out_dir, resume, name)
     sampler, train_dl, eval_dl = _loaders(accelerator, train_dataset, eval_dataset, cfg, collate_fn)
     total_steps = cfg.max_steps or cfg.epochs * math.ceil(len(train_dl) / cfg.grad_accum)
-    optimizer = _optimizer(model, cfg)
+    optimizer = _optimizer(model, cfg, fused=fast.fused_adamw(accelerator.device))
     scheduler = _scheduler(optimizer, cfg, total_steps)
+    fast.compile_layers(model, cfg.compile, accelerator.device, name)
     model, optimizer = accelerator.prepare(model, optimizer)
     progress = _Progress()
-    if cfg.compile:
-        model = torch.compile(model)
     run = _Run(
         cfg=cfg, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler, sampler=sampler,
         train_dl=train_dl, eval_dl=eval_dl, progress=progress, compute_loss=compute_loss, count_tokens=count_tokens,
@@ -420,8 +419,10 @@ def _loaders(accelerator, train_dataset, eval_dataset, cfg: TrainingConfig, coll
     sampler = EpochShuffleSampler(len(train_dataset), cfg.seed)
     # Own generators: creating a loader iterator otherwise draws from the global RNG, so a resumed
     # run (which creates one mid-epoch) would shift every later dropout mask.
-    train_dl = DataLoader(train_dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate_fn, generator=torch.Generator().manual_seed(cfg.seed))
-    eval_dl = DataLoader(eval_dataset, batch_size=cfg.batch_size, shuffle=False, collate_fn=collate_fn, generator=torch.Generator().manual_seed(cfg.seed))
+    workers = fast.num_workers(cfg.num_workers, accelerator.device)
+    feed = dict(collate_fn=collate_fn, num_workers=workers, persistent_workers=workers > 0, pin_memory=accelerator.device.type == "cuda")
+    train_dl = DataLoader(train_dataset, batch_size=cfg.batch_size, sampler=sampler, generator=torch.Generator().manual_seed(cfg.seed), **feed)
+    eval_dl = DataLoader(eval_dataset, batch_size=cfg.batch_size, shuffle=False, generator=torch.Generator().manual_seed(cfg.seed), **feed)
     train_dl, eval_dl = accelerator.prepare(train_dl, eval_dl)
     return sampler, train_dl, eval_dl
 

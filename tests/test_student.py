@@ -193,6 +193,23 @@ def test_logit_cache_trains_close_to_live_and_refuses_other_settings(recipe, cap
     assert "teacher_hashes" in capsys.readouterr().err
 
 
+def test_cache_read_in_loader_workers_trains_the_same_student(recipe):
+    # The cached targets are read in the DataLoader's worker processes (distill.fast.CachedTargets):
+    # with 2 workers the student is bit-identical to the one that reads them in the training process.
+    from safetensors.torch import load_file
+
+    cached = ["student.logit_cache.enabled=true", "--only", "student"]
+    paths = load_recipe(recipe).paths
+    weights = {}
+    for workers in (0, 2):
+        assert main([str(recipe), *cached, f"student.training.num_workers={workers}", "--force"]) == 0
+        weights[workers] = load_file(paths.student / "model.safetensors")
+        rows = [r["loss"] for r in _rows(paths.student) if r["split"] == "train"]
+        weights[workers]["losses"] = torch.tensor(rows)
+    assert weights[0].keys() == weights[2].keys()
+    assert all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
+
+
 def test_baseline_is_the_same_student_without_teachers(recipe, capsys):
     assert main([str(recipe), "--baseline"]) == 0
     paths = load_recipe(recipe).paths
