@@ -267,6 +267,7 @@ def test_cli_recipe(tiny_recipe, tokenizer, model, capsys):
     assert "skipping" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a subprocess or a full stage chain: in the full suite, not the quick one
 def test_module_entry_point_missing_folder(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "distill.evaluate", str(tmp_path / "missing"), "--facts", str(FACTS), "--out", str(tmp_path / "r")],

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shlex
 
+import pytest
+
 from conftest import REPO, tiny_recipe_dict, write_recipe
 from distill import student, teacher
 from distill.artifacts import is_finished, why_stale
@@ -13,6 +15,7 @@ from distill.recipe import load_recipe
 SAMPLE = REPO / "corpora" / "britannica-1911-sample"
 
 
+@pytest.mark.slow  # a subprocess or a full stage chain: in the full suite, not the quick one
 def test_teacher_then_student_on_a_fresh_output_dir(tmp_path, capsys):
     data = tiny_recipe_dict(tmp_path / "unused")
     data["corpus"]["source"] = str(SAMPLE)

@@ -274,6 +274,7 @@ def test_cli_bad_input_exit_2_one_line(model_dir, tmp_path, capsys, args, messag
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
 
 
+@pytest.mark.slow  # a subprocess or a full stage chain: in the full suite, not the quick one
 def test_module_entry_point_missing_folder(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "distill.generate", str(tmp_path / "missing"), "London was"],

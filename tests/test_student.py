@@ -193,6 +193,7 @@ def test_logit_cache_trains_close_to_live_and_refuses_other_settings(recipe, cap
     assert "teacher_hashes" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a subprocess or a full stage chain: in the full suite, not the quick one
 def test_cache_read_in_loader_workers_trains_the_same_student(recipe):
     # The cached targets are read in the DataLoader's worker processes (distill.fast.CachedTargets):
     # with 2 workers the student is bit-identical to the one that reads them in the training process.

@@ -217,6 +217,7 @@ def interrupt_while_waiting(command: list[str], site, tmp_path: Path) -> tuple[i
             process.communicate()
 
 
+@pytest.mark.slow  # a subprocess or a full stage chain: in the full suite, not the quick one
 def test_ctrl_c_during_a_long_retry_after_wait_exits_at_once_with_one_line(tmp_path):
     told = (503, {"Retry-After": "120"})
     with FaultyWikiSource(revisions=[told] * 10) as site:
