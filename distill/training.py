@@ -491,12 +491,14 @@ def _optimizer_step(run: _Run, window: list[dict]) -> torch.Tensor | None:
 def _loss_window(run: _Run, window: list[dict]) -> LossWindow:
     """The window's target tokens and sequences, summed over its micro-batches and all processes."""
     device = run.accelerator.device
-    counts = torch.stack([run.count_tokens(b).to(device, torch.long) for b in window])
-    sequences = torch.tensor(sum(len(b["input_ids"]) for b in window), device=device)
-    positions = torch.tensor(sum(b["input_ids"].numel() for b in window), device=device)
-    totals = run.accelerator.reduce(torch.stack([counts.sum(), sequences, positions]), reduction="sum")
-    return LossWindow(num_tokens=totals[0], num_sequences=int(totals[1]), num_micro_batches=len(window), step=run.progress.step + 1,
-                      num_positions=int(totals[2]))
+    tokens = torch.stack([run.count_tokens(b).to(device, torch.long) for b in window]).sum()
+    sequences = sum(len(b["input_ids"]) for b in window)  # shapes are known on the host: no wait for the device
+    positions = sum(b["input_ids"].numel() for b in window)
+    if run.accelerator.num_processes > 1:
+        totals = run.accelerator.reduce(torch.stack([tokens, torch.tensor(sequences, device=device), torch.tensor(positions, device=device)]), reduction="sum")
+        tokens, sequences, positions = totals[0], int(totals[1]), int(totals[2])
+    return LossWindow(num_tokens=tokens, num_sequences=sequences, num_micro_batches=len(window), step=run.progress.step + 1,
+                      num_positions=positions)
 
 
 def _backward(run: _Run, window: list[dict], info: LossWindow) -> dict[str, float]:
