@@ -17,7 +17,8 @@ CPU and on a GPU.
   the step. ``null`` (auto) is 4 on CUDA (at most the CPUs per process) and 0 on a CPU, where the
   workers would take cores from the step itself.
 * Pinned host memory and non-blocking copies on CUDA (``pin_memory`` of the loaders, Accelerate's
-  ``non_blocking``), and the fused AdamW kernel (:func:`fused_adamw`).
+  ``non_blocking``), the fused AdamW kernel (:func:`fused_adamw`), and a larger batch for the
+  teachers' forward when the logit cache is built (:func:`cache_build_batch`).
 
 None of these changes what is computed: the tests that pin the loss run with them on and off.
 """
@@ -98,6 +99,12 @@ def num_workers(setting: Optional[int], device) -> int:
 def fused_adamw(device) -> bool:
     """Use AdamW's fused kernel: on CUDA (one launch for all parameters instead of several per tensor)."""
     return _device_type(device) == "cuda"
+
+
+def cache_build_batch(batch_size: int, device) -> int:
+    """Blocks per teacher forward when building the logit cache: 4x the training batch on CUDA
+    (no gradients or activations are kept, so the forward alone fills the chip), the batch on a CPU."""
+    return max(batch_size, 1) * (4 if _device_type(device) == "cuda" else 1)
 
 
 class CachedTargets:

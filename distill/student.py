@@ -46,7 +46,7 @@ from distill.data import IndexedBlocks, as_blocks
 from distill.distributed import distributed_state, make_accelerator
 from distill.ensemble import TeacherEnsemble, cached_target, live_target
 from distill.errors import DistillError, cli_entry
-from distill.fast import CachedTargets, compile_layers
+from distill.fast import CachedTargets, cache_build_batch, compile_layers
 from distill.folder_lock import locks_output_dir
 from distill.generate import generate as generate_text, trained_context
 from distill.kd import KDStep, ce_step
@@ -290,7 +290,7 @@ class Student:
         cache = cfg.logit_cache
         return self.teachers.logit_cache(
             train_blocks, cfg.loss, path=self.logit_cache_dir, top_k=cache.top_k, method=cache.method, samples=cache.samples,
-            seq_len=self.seq_len, batch_size=max(cfg.training.batch_size, 1), accelerator=accelerator, role=self.role,
+            seq_len=self.seq_len, batch_size=cache_build_batch(cfg.training.batch_size, accelerator.device), accelerator=accelerator, role=self.role,
         )  # fmt: skip
 
     def save(self, directory: str | Path) -> Path:

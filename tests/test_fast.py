@@ -37,6 +37,7 @@ def test_settings_resolve_per_device(monkeypatch):
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # 8 processes share 16 CPUs: one worker each
     assert fast.num_workers(None, "cuda") == 1
     assert fast.fused_adamw("cuda") and not fast.fused_adamw("cpu")
+    assert fast.cache_build_batch(32, "cuda") == 128 and fast.cache_build_batch(32, "cpu") == 32
     gpt2 = build_model(ModelConfig(name="g", arch="gpt2", hidden_size=32, num_layers=3, num_heads=2), VOCAB, SEQ)
     assert fast.layers_of(gpt2) == list(gpt2.transformer.h)
 
