@@ -9,6 +9,9 @@ a checkpoint folder would run code on the next resume. Here every value is a ten
 * ``training.safetensors`` + ``training.json``: the optimizer's and scheduler's ``state_dict``, the
   loop's progress and the gradient scaler's state (fp16), main process. Under DDP every process
   holds the same ones.
+* Under FSDP the same files, of whole tensors: every process takes part in gathering the model's and
+  the optimizer's shards (:mod:`distill.fsdp`), the main process writes them, and a resume cuts them
+  back into each process's shards; so a checkpoint resumes under FSDP, DDP or one process alike.
 * ``rng-<process>.safetensors`` + ``rng-<process>.json``: each process's RNG states (torch, CUDA,
   Python ``random``, numpy), so dropout continues exactly.
 
@@ -27,6 +30,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from distill import fsdp
+
 MODEL = "model.safetensors"
 TRAINING = "training"  # training.json + training.safetensors
 FILES = (MODEL, f"{TRAINING}.json", f"{TRAINING}.safetensors")  # what every checkpoint must hold
@@ -34,10 +39,18 @@ FILES = (MODEL, f"{TRAINING}.json", f"{TRAINING}.safetensors")  # what every che
 
 def write_state(folder: Path, accelerator, *, model, optimizer, scheduler, progress) -> None:
     """Write this process's part of a checkpoint into ``folder`` (every process calls it)."""
+    unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
+    if fsdp.is_sharded(accelerator):  # every process gathers; the main one gets whole tensors
+        weights = fsdp.full_model_state(unwrapped)
+        optimizer_state = fsdp.full_optimizer_state(optimizer, accelerator.is_main_process)
     if accelerator.is_main_process:
-        save_model(accelerator.unwrap_model(model, keep_torch_compile=False), str(folder / MODEL))
+        if fsdp.is_sharded(accelerator):
+            _save_weights(weights, fsdp.aliases(unwrapped), folder / MODEL)
+        else:
+            save_model(unwrapped, str(folder / MODEL))
+            optimizer_state = optimizer.state_dict()
         scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
-        training = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "progress": progress.state_dict(), "scaler": scaler}
+        training = {"optimizer": optimizer_state, "scheduler": scheduler.state_dict(), "progress": progress.state_dict(), "scaler": scaler}
         _write_tree(folder, TRAINING, training)
     _write_tree(folder, f"rng-{accelerator.process_index}", _rng_states())
 
@@ -46,9 +59,16 @@ def read_state(folder: Path, accelerator, *, model, optimizer, scheduler, progre
     """Load a checkpoint written by :func:`write_state` into the prepared model, optimizer, scheduler and
     progress, and this process's RNG states (kept as they are when it was saved by fewer processes)."""
     # Read onto the CPU (as Accelerate does); load_state_dict copies onto the parameters' device.
-    load_model(accelerator.unwrap_model(model, keep_torch_compile=False), str(folder / MODEL), strict=True, device="cpu")
+    unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
+    if fsdp.is_sharded(accelerator):
+        fsdp.load_model_state(unwrapped, _load_weights(folder / MODEL, fsdp.aliases(unwrapped)))
+    else:
+        load_model(unwrapped, str(folder / MODEL), strict=True, device="cpu")
     training = _read_tree(folder, TRAINING)
-    optimizer.load_state_dict(training["optimizer"])
+    if fsdp.is_sharded(accelerator):
+        fsdp.load_optimizer_state(optimizer, training["optimizer"])
+    else:
+        optimizer.load_state_dict(training["optimizer"])
     scheduler.load_state_dict(training["scheduler"])
     progress.load_state_dict(training["progress"])
     if accelerator.scaler is not None and training["scaler"] is not None:
@@ -56,6 +76,28 @@ def read_state(folder: Path, accelerator, *, model, optimizer, scheduler, progre
     rng = f"rng-{accelerator.process_index}"
     if (folder / f"{rng}.json").is_file():
         _set_rng_states(_read_tree(folder, rng))
+
+
+def _save_weights(weights: dict[str, torch.Tensor], aliases: list[list[str]], path: Path) -> None:
+    """Whole weights as ``safetensors.torch.save_model`` writes a model's: of names sharing a tensor
+    only the first in sorted order is stored, and the metadata maps each other one to it."""
+    weights, metadata = dict(weights), {}
+    for names in aliases:
+        for name in names[1:]:
+            if weights.pop(name, None) is not None:
+                metadata[name] = names[0]
+    save_file({name: tensor.contiguous() for name, tensor in weights.items()}, str(path), metadata=metadata or None)
+
+
+def _load_weights(path: Path, aliases: list[list[str]]) -> dict[str, torch.Tensor]:
+    """A checkpoint's weights with every name of the model, tied names filled from the one stored."""
+    weights = load_file(str(path))
+    for names in aliases:
+        stored = [name for name in names if name in weights]
+        for name in names:
+            if stored and name not in weights:
+                weights[name] = weights[stored[0]]
+    return weights
 
 
 def _rng_states() -> dict:

@@ -87,7 +87,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from distill import checkpoint_state, fast, speed
+from distill import checkpoint_state, fast, fsdp, speed
 from distill.artifacts import INFO_FILE, METRICS_FILE, ModelInfo
 from distill.checkpoints import CHECKPOINTS, StopSignal, latest_checkpoint, resume_checkpoint, save_checkpoint, truncate_metrics
 from distill.data import EpochShuffleSampler, collate_blocks
@@ -326,7 +326,7 @@ def _setup(model, train_dataset, eval_dataset, cfg: TrainingConfig, out_dir: Pat
     optimizer = _optimizer(model, cfg, fused=fast.fused_adamw(accelerator.device))
     scheduler = _scheduler(optimizer, cfg, total_steps)
     fast.compile_layers(model, cfg.compile, accelerator.device, name)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model, optimizer = fsdp.prepare(accelerator, model, optimizer)
     progress = _Progress()
     run = _Run(
         cfg=cfg, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler, sampler=sampler,
@@ -654,5 +654,5 @@ def _save_final(accelerator, model, out_dir: Path, tokenizer, info: ModelInfo, m
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         final = dataclasses.replace(info, metrics={**info.metrics, **metrics})
-        save_model_folder(out_dir, accelerator.unwrap_model(model), tokenizer, final, state_dict=state_dict, generate=generate)
+        save_model_folder(out_dir, fsdp.model_to_save(accelerator, model, state_dict), tokenizer, final, state_dict=state_dict, generate=generate)
     accelerator.wait_for_everyone()

@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from distill import fsdp
 from distill.artifacts import WORDS_DIR, ModelInfo, file_sha256
 from distill.corpus.records import count_words, iter_records
 from distill.counts import format_count
@@ -151,7 +152,7 @@ class WordSnapshots:
             so_far.update(val_loss=progress.last_val["loss"], val_ppl=progress.last_val["ppl"], val_step=progress.last_val["step"])
         info = dataclasses.replace(self.info, metrics={**self.info.metrics, **so_far}, words_seen=words, step=progress.step)
         folder = self.folder / format_count(count)
-        save_model_folder(folder, run.accelerator.unwrap_model(run.model), self.tokenizer, info, state_dict=state_dict,
+        save_model_folder(folder, fsdp.model_to_save(run.accelerator, run.model, state_dict), self.tokenizer, info, state_dict=state_dict,
                           with_samples=False)
         print(f"{self.name}: {words:,} words seen at step {progress.step}: saved {folder}", file=sys.stderr)
 
