@@ -143,10 +143,14 @@ def mfu(positions_per_s: float, flops_per_token: Optional[float], peak: Optional
 def set_peak_from_cli(peak: Optional[float]) -> None:
     """``--peak-tflops``: checked, then passed on through the environment (to every stage and
     process of the command, ``accelerate launch``'s workers included)."""
+    from distill.errors import DistillError
+
     if peak is None:
+        try:
+            peak_override()  # a bad DISTILL_PEAK_TFLOPS is refused before anything runs
+        except ValueError as err:
+            raise DistillError(str(err)) from None
         return
     if not peak > 0:
-        from distill.errors import DistillError
-
         raise DistillError(f"--peak-tflops {peak:g}: give the device's peak in TFLOP/s, a positive number, e.g. 989 for an H100")
     os.environ[PEAK_ENV] = repr(float(peak))

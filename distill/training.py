@@ -294,6 +294,10 @@ def train(
     after saving a checkpoint on SIGTERM/SIGINT.
     """
     name = (info.name if info else "") or "model"
+    try:
+        speed.peak_override()  # a bad DISTILL_PEAK_TFLOPS is refused before the folder is touched
+    except ValueError as err:
+        raise DistillError(str(err)) from None
     words = WordSnapshots.plan(training_cfg, train_dataset, train_words, name)  # before the folder is touched
     run = _setup(
         model, train_dataset, eval_dataset, training_cfg, Path(out_dir), compute_loss=compute_loss or causal_lm_loss,
@@ -355,10 +359,7 @@ def _plan_speed(run: _Run, train_dataset, extra_flops: Callable[[int], float] | 
         run.flops_per_token = speed.training_flops_per_token(run.model, seq_len) + (extra_flops(seq_len) if extra_flops else 0.0)
     except (TypeError, AttributeError, KeyError, IndexError):  # not a transformers model or not blocks: no MFU
         run.flops_per_token = None
-    try:
-        run.peak_tflops = speed.peak_tflops(run.accelerator.device, run.accelerator.mixed_precision)
-    except ValueError as err:
-        raise DistillError(str(err)) from None
+    run.peak_tflops = speed.peak_tflops(run.accelerator.device, run.accelerator.mixed_precision)
 
 
 def _speed_fields(run: _Run, tokens: int, positions: int, seconds: float) -> dict:
