@@ -12,6 +12,8 @@ CPU and on a GPU.
   C++ build costs more than it saves on the small models trained there. Before the first step a
   probe compiles and runs a two-op function on the device; when that fails (no C++ compiler, no
   Triton, an unsupported GPU) the run warns once with the reason and trains eagerly: same loss, slower.
+  When the probe passes but the layers' own graph fails to compile in the first step, that step is
+  undone and rerun eagerly, with the same kind of warning (:func:`eager_if_it_fails`).
 * ``training.num_workers``: DataLoader worker processes that read the blocks and, for a student
   trained from the logit cache, the cached targets (:class:`CachedTargets`), so the read overlaps
   the step. ``null`` (auto) is 4 on CUDA (at most the CPUs per process) and 0 on a CPU, where the
@@ -27,11 +29,16 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from typing import Optional
+import weakref
+from typing import Callable, Optional, TypeVar
 
 import torch
 
 from distill.data import collate_blocks
+from distill.errors import DistillError
+
+T = TypeVar("T")
+_COMPILED: "weakref.WeakSet[torch.nn.Module]" = weakref.WeakSet()  # layers compiled by compile_layers, for the fallback
 
 
 def _device_type(device) -> str:
@@ -80,8 +87,42 @@ def compile_layers(model: torch.nn.Module, setting, device, name: str = "model")
                       "training without it (same loss, slower); set training.compile=false to silence this", stacklevel=2)
         return False
     for layer in layers_of(model):
-        layer.compile()
+        _compile_layer(layer)
+        _COMPILED.add(layer)
     return True
+
+
+def _compile_layer(layer: torch.nn.Module) -> None:
+    layer.compile()
+
+
+def uncompile_all() -> bool:
+    """Back to eager for every layer :func:`compile_layers` compiled; True when there were any."""
+    layers = list(_COMPILED)
+    for layer in layers:
+        layer._compiled_call_impl = None  # what nn.Module.compile set; __call__ is eager again
+    _COMPILED.clear()
+    torch._dynamo.reset()
+    return bool(layers)
+
+
+def eager_if_it_fails(step: Callable[[], T], name: str, undo: Callable[[], None]) -> T:
+    """Run the first training step of compiled layers; when compiling fails there (the probe passed
+    but the model's own graph did not: an unsupported op, a Triton or inductor error), warn once, go
+    back to eager (:func:`uncompile_all`), ``undo`` the partial step (its gradients) and run it again.
+    A failure that is not the compiler's fails the eager rerun too, and is raised from there."""
+    try:
+        return step()
+    except (DistillError, KeyboardInterrupt):
+        raise
+    except Exception as err:  # noqa: BLE001 - whatever the compiler raised; the eager rerun tells
+        if not uncompile_all():
+            raise
+        reason = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+        warnings.warn(f"{name}: torch.compile failed on the first step ({reason}); training without it "
+                      "(same loss, slower); set training.compile=false to silence this", stacklevel=2)
+        undo()
+        return step()
 
 
 def num_workers(setting: Optional[int], device) -> int:

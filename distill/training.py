@@ -183,6 +183,7 @@ class _Run:
     words: Any = None  # the :class:`~distill.words_seen.WordSnapshots`: words seen, the save_at_words folders
     flops_per_token: Optional[float] = None  # model FLOPs per input position of one step (:mod:`distill.speed`)
     peak_tflops: Optional[float] = None  # one device's peak at this precision; None: unknown (no MFU)
+    compile_untried: bool = False  # compiled layers that have not run a step yet (a failure there falls back to eager)
 
     def elapsed(self) -> float:
         """Seconds of training so far, earlier processes of a resumed run included."""
@@ -329,13 +330,13 @@ def _setup(model, train_dataset, eval_dataset, cfg: TrainingConfig, out_dir: Pat
     total_steps = cfg.max_steps or cfg.epochs * math.ceil(len(train_dl) / cfg.grad_accum)
     optimizer = _optimizer(model, cfg, fused=fast.fused_adamw(accelerator.device))
     scheduler = _scheduler(optimizer, cfg, total_steps)
-    fast.compile_layers(model, cfg.compile, accelerator.device, name)
+    compiled = fast.compile_layers(model, cfg.compile, accelerator.device, name)
     model, optimizer = fsdp.prepare(accelerator, model, optimizer)
     progress = _Progress()
     run = _Run(
         cfg=cfg, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler, sampler=sampler,
         train_dl=train_dl, eval_dl=eval_dl, progress=progress, compute_loss=compute_loss, count_tokens=count_tokens,
-        out_dir=out_dir, name=name, total_steps=total_steps, started=started,
+        out_dir=out_dir, name=name, total_steps=total_steps, started=started, compile_untried=compiled,
     )
     if checkpoint is not None:
         _resume_from(run, checkpoint)
@@ -440,7 +441,11 @@ def _train_epoch(run: _Run, stop: StopSignal) -> None:
         if not window:  # the loader ran dry early (should not happen): close the epoch anyway
             _end_epoch(run)
             return
-        grad_norm = _optimizer_step(run, window)
+        if run.compile_untried:
+            run.compile_untried = False
+            grad_norm = fast.eager_if_it_fails(lambda: _optimizer_step(run, window), run.name, undo=run.optimizer.zero_grad)
+        else:
+            grad_norm = _optimizer_step(run, window)
         seconds = time.perf_counter() - started  # the step synchronises (the token count's .item())
         progress.step_time += seconds
         progress.since_log_step_time += seconds

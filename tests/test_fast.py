@@ -51,6 +51,21 @@ def test_a_compiler_that_fails_is_a_warning_and_the_same_eager_run(tmp_path, mon
     assert not any(getattr(layer, "_compiled_call_impl", None) for layer in fast.layers_of(model))
 
 
+def test_a_graph_that_fails_to_compile_in_the_first_step_reruns_it_eagerly(tmp_path, monkeypatch):
+    # The probe passes, but the layers' own graph fails when the first step compiles it (as a Triton
+    # or inductor error would): the step is undone and rerun eagerly, and the run equals an eager one.
+    def failing_backend(graph, example_inputs):
+        raise RuntimeError("triton: out of shared memory")
+
+    _, eager = _run(tmp_path, "eager", compile=False)
+    monkeypatch.setattr(fast, "compile_problem", lambda device_type: None)
+    monkeypatch.setattr(fast, "_compile_layer", lambda layer: layer.compile(backend=failing_backend))
+    with pytest.warns(UserWarning, match=r"late: torch.compile failed on the first step \(.*out of shared memory"):
+        model, late = _run(tmp_path, "late", compile=True)
+    assert late == eager
+    assert not any(getattr(layer, "_compiled_call_impl", None) for layer in fast.layers_of(model))
+
+
 def test_fused_adamw_steps_like_the_plain_one(tmp_path, monkeypatch):
     plain, plain_losses = _run(tmp_path, "plain")
     monkeypatch.setattr(fast, "fused_adamw", lambda device: True)  # the CUDA choice, on this CPU (torch has a CPU kernel)
