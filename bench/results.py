@@ -1,6 +1,10 @@
 """``bench/RESULTS.md``: each benchmark owns one section between ``<!-- NAME:begin -->`` and
 ``<!-- NAME:end -->`` and replaces only that one, so figures from other scripts (and other machines)
-stay side by side."""
+stay side by side.
+
+    python bench/results.py NAME FILE    # put FILE (a section a script saved elsewhere, e.g. with
+                                         # --section on a GPU machine) into section NAME of RESULTS.md
+"""
 from __future__ import annotations
 
 import re
@@ -27,3 +31,10 @@ def write_section(name: str, body: str, path: Path = RESULTS) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section
     atomic_write_text(path, text)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        raise SystemExit("usage: python bench/results.py NAME FILE  (e.g. bench_student_throughput-babylm out/gpu-check/bench.md)")
+    write_section(sys.argv[1], Path(sys.argv[2]).read_text(encoding="utf-8"))
+    print(f"{RESULTS}: section {sys.argv[1]} replaced by {sys.argv[2]}")
