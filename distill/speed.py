@@ -140,6 +140,21 @@ def mfu(positions_per_s: float, flops_per_token: Optional[float], peak: Optional
     return positions_per_s * flops_per_token / (peak * 1e12 * max(devices, 1))
 
 
+def figures(tokens: int, positions: int, seconds: float, flops_per_token: Optional[float], peak: Optional[float],
+            devices: int = 1) -> dict:
+    """A training row's speed over ``seconds`` of training steps: ``tokens_per_s`` (target tokens, all
+    processes), ``tflops`` (model TFLOP/s per device, when the FLOPs per token are known) and ``mfu``
+    (a fraction of the peak, when that is known too)."""
+    seconds = max(seconds, 1e-9)
+    out = {"tokens_per_s": round(tokens / seconds, 1)}
+    if flops_per_token:
+        out["tflops"] = round(positions / seconds * flops_per_token / max(devices, 1) / 1e12, 4)
+        utilisation = mfu(positions / seconds, flops_per_token, peak, devices)
+        if utilisation is not None:
+            out["mfu"] = round(utilisation, 4)
+    return out
+
+
 def set_peak_from_cli(peak: Optional[float]) -> None:
     """``--peak-tflops``: checked, then passed on through the environment (to every stage and
     process of the command, ``accelerate launch``'s workers included)."""

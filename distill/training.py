@@ -41,32 +41,13 @@ tokenizer, ``metrics.jsonl`` and ``distill.json`` (written last); the checkpoint
 ``training.save_at_words`` also saves whole model folders at counts of words seen into ``out_dir/words/``
 (:mod:`distill.words_seen`, one call after each optimizer step), which the final folder keeps.
 
-Experiment trackers
--------------------
-``training.log_with`` names any tracker Accelerate supports (``tensorboard``, ``wandb``, ``mlflow``,
-``trackio``, ``aim``, ``comet_ml``, ``clearml``, ``dvclive``, ..., or a list of them); one whose
-package is missing is a warning and the run trains without it
-(:func:`distill.distributed.installed_trackers`). Each model is its own run, named after the model
-(a teacher's name, ``student``, ``baseline``: Accelerate's ``project_name``), its local files under
-``out_dir/runs`` (tensorboard: ``out_dir/runs/<name>``), its config the model's recipe section
-flattened (``training.lr``, ``hidden_size``, ...). Every number of a ``metrics.jsonl`` row is logged at
-the row's step as ``split/key``, the same value:
-
-* ``train/loss`` (the loss trained on: for the student the blend of CE and KL), ``train/ce`` and
-  ``train/kl`` (what ``compute_loss`` logs: the student both, the baseline ``ce``), each the
-  token-weighted mean since the previous train row;
-* ``train/lr``, ``train/grad_norm`` (before clipping; absent without clipping), ``train/tokens_per_s``
-  (target tokens per second of the training steps since the previous train row, all processes: batch
-  fetching included, validation, checkpoints and logging not), ``train/tflops`` (model TFLOP/s per
-  device) and ``train/mfu`` (model FLOPs utilisation, a fraction of the device's peak; absent when the
-  peak is unknown, as on a CPU without ``--peak-tflops``: :mod:`distill.speed`), ``train/tokens``
-  (target tokens so far), ``train/epoch``, ``train/elapsed_s``;
-* ``val/loss`` (token-weighted CE), ``val/ppl``, ``val/tokens``, ``val/epoch``.
-
-A fresh start removes ``out_dir/runs`` with ``metrics.jsonl``; a resumed run logs on from its step.
-The trackers are finished before the final folder is written, so the files it keeps are complete, and
-with each tracker's ``finish`` rather than ``Accelerator.end_training``, which also destroys the
-process group that the next model trained in the same process (the pipeline's) still needs.
+Logs and trackers
+-----------------
+Every train row of ``metrics.jsonl`` holds the token-weighted loss (and ``compute_loss``'s logs) since
+the previous row, ``lr``, ``grad_norm``, the speed (``tokens_per_s`` of the training steps, ``tflops``,
+``mfu``: :func:`distill.speed.figures`), ``tokens``, ``epoch`` and ``elapsed_s``; every val row ``loss``,
+``ppl`` and ``tokens``. ``training.log_with`` sends the same numbers to experiment trackers
+(:mod:`distill.trackers`).
 """
 from __future__ import annotations
 
@@ -87,7 +68,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from distill import checkpoint_state, fast, fsdp, speed
+from distill import checkpoint_state, fast, fsdp, speed, trackers
 from distill.artifacts import INFO_FILE, METRICS_FILE, ModelInfo
 from distill.checkpoints import CHECKPOINTS, StopSignal, latest_checkpoint, resume_checkpoint, save_checkpoint, truncate_metrics
 from distill.data import EpochShuffleSampler, collate_blocks
@@ -304,7 +285,7 @@ def train(
         model, train_dataset, eval_dataset, training_cfg, Path(out_dir), compute_loss=compute_loss or causal_lm_loss,
         count_tokens=count_tokens or count_target_tokens, collate_fn=collate_fn or collate_blocks, resume=resume,
         accelerator=accelerator, name=name,
-        tracker_config=_flat_config(info.recipe if info and info.recipe else {"training": training_cfg.to_dict()}),
+        tracker_config=trackers.flat_config(info.recipe if info and info.recipe else {"training": training_cfg.to_dict()}),
     )
     _plan_speed(run, train_dataset, extra_flops)
     run.words = words.start(run, tokenizer, info or ModelInfo(name=name))
@@ -348,7 +329,7 @@ def _setup(model, train_dataset, eval_dataset, cfg: TrainingConfig, out_dir: Pat
     if checkpoint is None and accelerator.is_main_process:
         shutil.rmtree(out_dir / RUNS, ignore_errors=True)  # the old run's tracker files go with its metrics.jsonl
     if accelerator.log_with and not accelerator.trackers:  # a caller's own trackers are left to the caller
-        _start_trackers(run, tracker_config)
+        run.ends_trackers = trackers.start(accelerator, out_dir, name, tracker_config)
     run.pbar = tqdm(total=total_steps, initial=progress.step, desc=name, disable=not accelerator.is_local_main_process, dynamic_ncols=True, mininterval=1.0)
     return run
 
@@ -363,37 +344,14 @@ def _plan_speed(run: _Run, train_dataset, extra_flops: Callable[[int], float] | 
     run.peak_tflops = speed.peak_tflops(run.accelerator.device, run.accelerator.mixed_precision)
 
 
-def _speed_fields(run: _Run, tokens: int, positions: int, seconds: float) -> dict:
-    """``tokens_per_s`` (target tokens, all processes), ``tflops`` (model TFLOP/s per device) and
-    ``mfu`` (a fraction of the peak; absent when the peak is unknown) over ``seconds`` of training steps."""
-    seconds = max(seconds, 1e-9)
-    out = {"tokens_per_s": round(tokens / seconds, 1)}
-    if run.flops_per_token:
-        world = run.accelerator.num_processes
-        out["tflops"] = round(positions / seconds * run.flops_per_token / world / 1e12, 4)
-        utilisation = speed.mfu(positions / seconds, run.flops_per_token, run.peak_tflops, world)
-        if utilisation is not None:
-            out["mfu"] = round(utilisation, 4)
-    return out
-
-
-def _start_trackers(run: _Run, config: dict) -> None:
-    """One tracker run per model, named after it, its local files under ``out_dir/runs``."""
-    runs = run.out_dir / RUNS
-    if run.accelerator.is_main_process:
-        runs.mkdir(parents=True, exist_ok=True)
-    # Trackers that would otherwise write into the working directory, which every model shares.
-    init_kwargs = {"wandb": {"dir": str(runs)}, "dvclive": {"dir": str(runs / run.name)}}
-    run.accelerator.init_trackers(run.name, config=config, init_kwargs=init_kwargs)
-    run.ends_trackers = True
+def _speed(run: _Run, tokens: int, positions: int, seconds: float) -> dict:
+    return speed.figures(tokens, positions, seconds, run.flops_per_token, run.peak_tflops, run.accelerator.num_processes)
 
 
 def _end_trackers(run: _Run) -> None:
-    """``Accelerator.end_training`` without destroying the process group (the next model needs it)."""
+    """End the trackers this run started (:func:`distill.trackers.end`), once."""
     if run.ends_trackers:
-        for tracker in run.accelerator.trackers:
-            tracker.finish()
-        run.accelerator.trackers.clear()
+        trackers.end(run.accelerator)
         run.ends_trackers = False
 
 
@@ -548,7 +506,7 @@ def _log_train_row(run: _Run, grad_norm: torch.Tensor | None) -> None:
     row["lr"] = run.scheduler.get_last_lr()[0]
     if grad_norm is not None:
         row["grad_norm"] = float(grad_norm)
-    row.update(_speed_fields(run, progress.since_log_tokens, progress.since_log_positions, progress.since_log_step_time))
+    row.update(_speed(run, progress.since_log_tokens, progress.since_log_positions, progress.since_log_step_time))
     row["tokens"] = progress.train_tokens
     row["elapsed_s"] = round(elapsed, 2)
     _log(run, row)
@@ -631,7 +589,7 @@ def _finish(run: _Run, tokenizer, info: ModelInfo, generate: GenerateConfig | No
         "wall_time_s": round(run.elapsed(), 1),
         "num_processes": world,
         "effective_batch_size": run.cfg.batch_size * run.cfg.grad_accum * world,
-        **_speed_fields(run, progress.train_tokens, progress.positions, progress.step_time),
+        **_speed(run, progress.train_tokens, progress.positions, progress.step_time),
         **({"model_flops_per_token": round(run.flops_per_token)} if run.flops_per_token else {}),
         **run.words.final_metrics(progress.train_tokens),
     }
@@ -639,18 +597,6 @@ def _finish(run: _Run, tokenizer, info: ModelInfo, generate: GenerateConfig | No
         metrics["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     _save_final(accelerator, run.model, run.out_dir, tokenizer, info, metrics, generate)
     return metrics
-
-
-def _flat_config(section: dict, prefix: str = "") -> dict:
-    """A recipe section as the flat mapping trackers take: ``{"training.lr": 0.0003, ...}``; a list
-    becomes its JSON text (``"[1.0, 2.0]"``), since trackers take single values only."""
-    flat = {}
-    for key, value in section.items():
-        if isinstance(value, dict):
-            flat.update(_flat_config(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value if value is None or isinstance(value, (bool, int, float, str)) else json.dumps(value)
-    return flat
 
 
 def _save_final(accelerator, model, out_dir: Path, tokenizer, info: ModelInfo, metrics: dict,
