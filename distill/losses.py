@@ -220,8 +220,14 @@ def _chunk_sums(logits: Tensor, targets: Tensor, target, config: LossConfig) -> 
     logits (c, V) in the compute dtype, targets (c,) with -100 = no CE, target (c, V) log-probs or a
     SparseTarget with c rows. Returns two 0-dim tensors.
     """
-    ce_sum = F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")
-    student_log_probs = F.log_softmax(logits / config.temperature, dim=-1)  # (c, V)
+    student_log_probs = F.log_softmax(logits if config.temperature == 1.0 else logits / config.temperature, dim=-1)  # (c, V)
+    # CE is nll_loss(log_softmax(logits)), as F.cross_entropy computes it: at T = 1 the divergence's
+    # log-softmax serves it too (one pass over V, not two). With alpha = 0 it is only logged, so no
+    # gradient flows through it.
+    ce_log_probs = student_log_probs if config.temperature == 1.0 else F.log_softmax(logits, dim=-1)
+    if config.alpha == 0.0:
+        ce_log_probs = ce_log_probs.detach()
+    ce_sum = F.nll_loss(ce_log_probs, targets, ignore_index=IGNORE_INDEX, reduction="sum")
     if isinstance(target, SparseTarget):
         p, q = sparse_bucket_log_probs(student_log_probs, target)  # (c, k+1) each
         per_token = divergence_per_token(config.divergence, p, q)
@@ -271,7 +277,7 @@ def blended_kd_loss(
     leading dimension of ``student_logits`` (B, or N for 2-D input) and ``num_valid_tokens`` only
     changes the CE divisor. With ``ensemble="logits"`` and no weights it equals the code above.
 
-    Returns :class:`KDLoss`; all three values are differentiable. With no valid token the loss is 0
+    Returns :class:`KDLoss`; the loss and the KL are differentiable, and the CE too unless ``alpha`` is 0 (then it is only logged). With no valid token the loss is 0
     (still connected to ``student_logits``, so backward gives zero gradients, not NaN).
     """
     vocab = vocab_size or student_logits.shape[-1]
