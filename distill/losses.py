@@ -277,8 +277,9 @@ def blended_kd_loss(
     leading dimension of ``student_logits`` (B, or N for 2-D input) and ``num_valid_tokens`` only
     changes the CE divisor. With ``ensemble="logits"`` and no weights it equals the code above.
 
-    Returns :class:`KDLoss`; the loss and the KL are differentiable, and the CE too unless ``alpha`` is 0 (then it is only logged). With no valid token the loss is 0
-    (still connected to ``student_logits``, so backward gives zero gradients, not NaN).
+    Returns :class:`KDLoss`; the loss and the KL are differentiable, and the CE too unless ``alpha``
+    is 0 (then it is only logged). With no valid token the loss is 0 (still connected to
+    ``student_logits``, so backward gives zero gradients, not NaN).
     """
     vocab = vocab_size or student_logits.shape[-1]
     if student_logits.shape[-1] < vocab:
