@@ -199,8 +199,11 @@ def test_titles_are_printed_with_control_characters_escaped(tmp_path, capsys):
 def interrupt_while_waiting(command: list[str], site, tmp_path: Path) -> tuple[int, str, float]:
     """Run ``python -m distill.corpus COMMAND`` against ``site``, send SIGINT once it waits on a
     120 s Retry-After, and return its exit code, its stderr and how long it took to exit."""
+    # Ctrl-C's default handling in the child, whatever this process inherited: a test run started in
+    # the background by a non-interactive shell ignores SIGINT, and so would the child's Python.
     process = subprocess.Popen([sys.executable, "-m", "distill.corpus", *command], cwd=tmp_path, env=subprocess_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 30
         while len(site.requests) < (2 if command[0] == "scrape" else 1):  # scrape: the listing, then a revisions request
