@@ -75,6 +75,7 @@ def test_all_takes_recipe_overrides_and_flags_win(tmp_path, capsys):
         assert (elsewhere / "corpus" / name).read_bytes() == (tmp_path / "lib" / name).read_bytes()
 
 
+@pytest.mark.slow  # a subprocess: in the full suite, not the quick one
 def test_all_runs_as_a_program_with_overrides(tmp_path):
     recipe = corpus_recipe(tmp_path)
     run = subprocess.run([sys.executable, "-m", "distill.corpus", "all", "--recipe", str(recipe), f"output_dir={tmp_path / 'try'}"],
@@ -131,6 +132,7 @@ def test_bad_inputs_are_one_line_exit_2_without_output(tmp_path, capsys):
     bad(tmp_path, capsys, ["all", "--source", str(SAMPLE), "--out", out, "--train-words", "1k", "--facts", str(tmp_path / "f.jsonl"), "--fact-repeats", "2"], "f.jsonl")
 
 
+@pytest.mark.slow  # a subprocess: in the full suite, not the quick one
 def test_module_runs_as_a_program(tmp_path):
     run = subprocess.run([sys.executable, "-m", "distill.corpus", "split", "--input", str(tmp_path / "x.txt"), "--out", str(tmp_path / "o"), "--train-words", "1k"],
                          capture_output=True, text=True, cwd=REPO)

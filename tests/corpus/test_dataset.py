@@ -136,6 +136,7 @@ def test_sources_come_from_convert_keys_in_memory_or_file_names(tmp_path):
     assert {row["source"] for row in datasets.load_from_disk(str(tmp_path / "ds2"))["train"]} == {None}
 
 
+@pytest.mark.slow  # a subprocess: in the full suite, not the quick one
 def test_the_corpus_command_does_not_import_datasets_until_it_writes_one():
     code = "import sys, distill.corpus.__main__, distill.corpus.build; print('datasets' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
