@@ -102,6 +102,9 @@ class DataConfig(_Section):
         return []
 
 
+MAX_WORKERS = 64  # DataLoader worker processes per training process: more only costs memory and start-up
+
+
 @dataclass(kw_only=True)
 class TrainingConfig(_Section):
     epochs: int = 1  # passes over the train blocks
@@ -137,8 +140,8 @@ class TrainingConfig(_Section):
                 out.append(f"{key}.{name}: {value} must be 1 or more, or null")
         if is_valid(self.compile) and self.compile not in (True, False, "auto"):
             out.append(f"{key}.compile: {self.compile!r} is not one of auto | true | false")
-        if is_valid(self.num_workers) and self.num_workers is not None and self.num_workers < 0:
-            out.append(f"{key}.num_workers: {self.num_workers} must be 0 or more (0: read in the training process), or null for auto")
+        if is_valid(self.num_workers) and self.num_workers is not None and not 0 <= self.num_workers <= MAX_WORKERS:
+            out.append(f"{key}.num_workers: {self.num_workers} must be 0 (read in the training process) to {MAX_WORKERS}, or null for auto")
         for name in ("warmup_steps", "save_every"):
             value = getattr(self, name)
             if is_valid(value) and value < 0:

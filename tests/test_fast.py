@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import metrics_rows
+from conftest import REPO, metrics_rows
 from distill import fast
 from distill.artifacts import ModelInfo
 from distill.models import build_model
@@ -102,3 +102,19 @@ def test_cached_targets_travel_with_the_batch_and_pickle():
     batch = collate([{"input_ids": np.arange(4), "block_index": 7}, {"input_ids": np.arange(4), "block_index": 3}])
     assert batch["teacher_target"].tolist() == [14.0, 6.0] and batch["input_ids"].shape == (2, 4)
     assert "teacher_target" not in collate([{"input_ids": np.arange(4)}])  # validation blocks: no target
+
+
+@pytest.mark.parametrize("override, message", [
+    ("student.training.compile=maybe", "student.training.compile: 'maybe' is not one of auto | true | false"),
+    ("student.training.num_workers=-1", "student.training.num_workers: -1 must be 0 (read in the training process) to 64"),
+    ("student.training.num_workers=100000", "student.training.num_workers: 100000 must be 0"),
+    ("student.training.num_workers=two", "student.training.num_workers: expected an integer"),
+])
+def test_bad_fast_path_keys_are_one_line_naming_the_key(override, message):
+    from distill.errors import DistillError
+    from distill.recipe import load_recipe
+
+    with pytest.raises(DistillError, match=message.replace("|", r"\|")):
+        load_recipe(REPO / "recipes" / "tiny.yaml", [override])
+    recipe = load_recipe(REPO / "recipes" / "tiny.yaml", ["student.training.compile=false", "student.training.num_workers=2"])
+    assert recipe.student.training.compile is False and recipe.student.training.num_workers == 2
