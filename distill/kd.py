@@ -12,6 +12,7 @@ import dataclasses
 from typing import Callable, Optional
 
 from distill.losses import LossConfig, chunked_kd_loss
+from distill.speed import inner_model
 from distill.teacher_target import TeacherTarget
 from distill.training import LossWindow, causal_lm_loss
 
@@ -20,15 +21,6 @@ def ce_step(model, batch: dict, window: LossWindow):
     """The baseline's loss: next-token CE (logged as ``ce`` too, for the report's curves)."""
     loss, _ = causal_lm_loss(model, batch, window)
     return loss, {"ce": loss.detach()}
-
-
-def _unwrap(model):
-    """The transformers model inside DDP / torch.compile wrappers."""
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if inner is None:
-            return model
-        model = inner
 
 
 class KDStep:
@@ -70,7 +62,7 @@ class KDStep:
         return dataclasses.replace(self.loss, alpha=self.loss.alpha * scale), scale, ratio
 
     def __call__(self, model, batch: dict, window: LossWindow):
-        unwrapped = _unwrap(model)
+        unwrapped = inner_model(model)
         if self._hooked is not unwrapped.base_model:
             unwrapped.base_model.register_forward_hook(self._keep)
             self._hooked = unwrapped.base_model

@@ -21,9 +21,10 @@ left out (``null``) unless a peak is given.
 from __future__ import annotations
 
 import os
-from typing import Iterable, Optional
+from typing import TYPE_CHECKING, Iterable, Optional
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: every command's argument parsing loads this module
+    import torch
 
 PEAK_ENV = "DISTILL_PEAK_TFLOPS"
 
@@ -55,6 +56,7 @@ PEAK_TFLOPS: list[tuple[str, float, float]] = [
 
 
 def _matmul_modules(model: torch.nn.Module) -> Iterable[torch.nn.Module]:
+    import torch
     from transformers.pytorch_utils import Conv1D  # GPT-2's linear layers
 
     for module in model.modules():
@@ -78,7 +80,7 @@ def _attention_width(config) -> tuple[int, int]:
 
 def forward_flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
     """FLOPs of one forward pass per token at context ``seq_len``: ``2 N + 4 L W T`` (module docstring)."""
-    layers, width = _attention_width(_inner(model).config)
+    layers, width = _attention_width(inner_model(model).config)
     return 2.0 * matmul_params(model) + 4.0 * layers * width * seq_len
 
 
@@ -87,14 +89,13 @@ def training_flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
     return 3.0 * forward_flops_per_token(model, seq_len)
 
 
-def _inner(model: torch.nn.Module) -> torch.nn.Module:
-    """The transformers model inside DDP / torch.compile wrappers."""
-    while not hasattr(model, "config"):
+def inner_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside DDP (``.module``) and torch.compile (``._orig_mod``) wrappers."""
+    while True:
         inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
         if inner is None:
-            raise TypeError(f"{type(model).__name__} has no transformers config to count FLOPs from")
+            return model
         model = inner
-    return model
 
 
 def peak_override() -> Optional[float]:
@@ -113,6 +114,8 @@ def peak_override() -> Optional[float]:
 
 def device_name(device: torch.device | str) -> str:
     """What the device calls itself: the GPU's name, or ``cpu``."""
+    import torch
+
     device = torch.device(device)
     if device.type == "cuda" and torch.cuda.is_available():
         return torch.cuda.get_device_name(device)
