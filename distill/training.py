@@ -124,7 +124,6 @@ class _Progress:
         self.last_val: dict = {}  # the newest validation row
         self.since_log: dict[str, float] = {}  # token-weighted sums since the last train row
         self.since_log_tokens = 0
-        self.since_log_elapsed = 0.0  # elapsed seconds at the last train row
         self.since_log_positions = 0  # input positions since the last train row, all processes (for MFU)
         self.since_log_step_time = 0.0  # seconds in training steps since the last train row (for tokens/s)
         self.positions = 0  # input positions trained on, all processes
@@ -515,8 +514,7 @@ def _log_train_row(run: _Run, grad_norm: torch.Tensor | None) -> None:
         postfix["mfu"] = f"{100 * row['mfu']:.1f}%"
     run.pbar.set_postfix(postfix)
     run.last_train_loss = row["loss"]
-    progress.since_log, progress.since_log_tokens, progress.since_log_elapsed = {}, 0, elapsed
-    progress.since_log_positions, progress.since_log_step_time = 0, 0.0
+    progress.since_log, progress.since_log_tokens, progress.since_log_positions, progress.since_log_step_time = {}, 0, 0, 0.0
 
 
 def _validate(run: _Run) -> dict:
