@@ -63,7 +63,11 @@ SKIP=" ${GPU_CHECK_SKIP:-} "
 mkdir -p "$OUT" || exit 2
 OUT=$(cd "$OUT" && pwd)
 case "$WORK" in /|"$REPO"|"$REPO"/|"${HOME:-/}"|"") echo "GPU_CHECK_WORK=$WORK: give a scratch folder (it is emptied)" >&2; exit 2;; esac
-rm -rf "$WORK" && mkdir -p "$WORK/collect" || exit 2
+# Only a folder this script made (it holds .gpu-check) is emptied; a user's folder is refused, untouched.
+if [ -e "$WORK" ] && [ ! -e "$WORK/.gpu-check" ] && [ -n "$(ls -A "$WORK" 2>/dev/null)" ]; then
+    echo "GPU_CHECK_WORK=$WORK: holds files gpu_check.sh did not write; give an empty or new scratch folder" >&2; exit 2
+fi
+rm -rf "$WORK" && mkdir -p "$WORK/collect" && : >"$WORK/.gpu-check" || exit 2
 STAGES=$OUT/stages.log
 : >"$STAGES"
 START=$(date +%s)
