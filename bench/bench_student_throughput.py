@@ -496,6 +496,10 @@ def main(argv: list[str] | None = None) -> int:
                              "models/babylm-gpu-quick) against issue 15's figures; with --section, also into that file")
     args = parser.parse_args(argv)
     if args.from_run is not None:
+        if not args.from_run.is_dir():
+            print(f"error: --from-run {args.from_run}: no such folder; give a pipeline run's output_dir, e.g. models/babylm-gpu-quick",
+                  file=sys.stderr)
+            return 2
         text = run_report(args.from_run)
         print(text)
         if args.section:
